@@ -1,0 +1,5 @@
+import sys
+
+from rnnspec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""The `rnnspec` command line. `build` and `check` never import torch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from rnnspec import __version__
+from rnnspec.errors import SpecError
+from rnnspec.ir import ModelSpec
+
+
+def _load(paths: Sequence[str]) -> tuple[dict[Path, tuple[str, list[ModelSpec]]], int]:
+    """Parse every spec, printing all diagnostics; returns the good ones and a count."""
+    from rnnspec.lower import parse
+
+    loaded: dict[Path, tuple[str, list[ModelSpec]]] = {}
+    failures = 0
+    for name in paths:
+        path = Path(name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            print(f"{name}: error: cannot read: {exc.strerror}", file=sys.stderr)
+            failures += 1
+            continue
+        try:
+            loaded[path] = (text, parse(text, filename=name))
+        except SpecError as exc:
+            print(exc, file=sys.stderr)
+            failures += 1
+    return loaded, failures
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: never half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from rnnspec.codegen import generate
+
+    loaded, failures = _load(args.specs)
+    out_dir = Path(args.output)
+    outputs: dict[Path, Path] = {}
+    for path in loaded:
+        target = out_dir / f"{path.stem}.py"
+        if target in outputs:
+            print(
+                f"{path}: error: writes {target}, as {outputs[target]} does; "
+                "rename one of them",
+                file=sys.stderr,
+            )
+            failures += 1
+        outputs[target] = path
+    if failures:
+        print(f"rnnspec: {failures} spec(s) failed; nothing written", file=sys.stderr)
+        return 1
+    rendered = {
+        target: generate(loaded[path][1], spec_file=path.name, source=loaded[path][0])
+        for target, path in outputs.items()
+    }
+    for target, text in rendered.items():
+        if target.exists() and target.read_text(encoding="utf-8") == text:
+            status = "unchanged"
+        else:
+            _write_atomic(target, text)
+            status = "wrote"
+        names = ", ".join(spec.name for spec in loaded[outputs[target]][1])
+        print(f"{status} {target} ({names})")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded, failures = _load(args.specs)
+    for path, (_, specs) in loaded.items():
+        print(f"{path}: ok ({', '.join(spec.name for spec in specs)})")
+    return 1 if failures else 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    loaded, failures = _load([args.spec])
+    if failures:
+        return 1
+    from rnnspec.inspect import describe
+
+    for _, specs in loaded.values():
+        for spec in specs:
+            print(describe(spec))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnspec",
+        description="Compile .rnn model specs into PyTorch models.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="write DIR/<spec stem>.py per spec")
+    build.add_argument("specs", nargs="+", metavar="SPEC")
+    build.add_argument(
+        "-o", "--output", default="generated", metavar="DIR", help="(generated/)"
+    )
+    build.set_defaults(run=cmd_build)
+
+    check = commands.add_parser("check", help="validate specs only")
+    check.add_argument("specs", nargs="+", metavar="SPEC")
+    check.set_defaults(run=cmd_check)
+
+    inspect = commands.add_parser(
+        "inspect", help="parameters, shapes and kernels per model (imports torch)"
+    )
+    inspect.add_argument("spec", metavar="SPEC")
+    inspect.set_defaults(run=cmd_inspect)
+
+    # Subcommands whose code lives with their feature. Each module defines
+    # `add_arguments(parser)` and `run(args) -> int`, and imports torch lazily.
+    for name, module, help_text in _FEATURE_COMMANDS:
+        try:
+            feature = importlib.import_module(module)
+        except ImportError:
+            continue
+        sub = commands.add_parser(name, help=help_text)
+        feature.add_arguments(sub)
+        sub.set_defaults(run=feature.run)
+    return parser
+
+
+_FEATURE_COMMANDS = (
+    ("fmt", "rnnspec.commands.fmt", "print or check the canonical text of specs"),
+    ("schema", "rnnspec.commands.schema", "print the JSON Schema of the IR"),
+    ("train", "rnnspec.commands.train", "train a spec'd language model on text"),
+    ("sample", "rnnspec.commands.sample", "generate text from a checkpoint"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

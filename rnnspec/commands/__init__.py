@@ -1,0 +1,1 @@
+"""Subcommands that live with their feature (see rnnspec.cli)."""

@@ -1,0 +1,333 @@
+"""Experiment configs → models: the one entry point for YAML, JSON, TOML and Hydra.
+
+A config value may be spec text, a path to a `.rnn` file, a mapping
+`{"spec": TEXT_OR_PATH_OR_FIELDS, "model": NAME}`, or a mapping of IR fields (the dict
+form of `ModelSpec`). OmegaConf containers are resolved to plain values first, so Hydra
+configs (`_target_: rnnspec.from_config`) work whether Hydra passes the node's keys as
+`spec=`/`model=` or as IR fields.
+
+Every mistake becomes a `SpecError`: inline text reports the line inside the text (the
+"file" is the config key holding it), a path reports the file, and IR fields report the
+config key path (`model.attention.mask: unknown mask 'strictt'; ...`). No pydantic
+wording reaches the user. This module does not import torch until a model is built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from rnnspec.errors import Diagnostic, SpecError, did_you_mean, one_of
+from rnnspec.ir import ModelSpec, cross_field_problems
+from rnnspec.lower import _extra_hint, clean_loc, describe_error, parse
+
+if TYPE_CHECKING:
+    import torch
+
+#: The "file" named by diagnostics that have no line (a key in a config).
+CONFIG_FILENAME = "<config>"
+
+#: Keys Hydra reserves; ignored so that a whole config node may be passed directly.
+_HYDRA_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_"})
+
+#: Keys of the `{"spec": ..., "model": ...}` form.
+_SPEC_KEYS = ("spec", "model")
+
+KeyPath = tuple[str, ...]
+
+
+def from_config(
+    obj: Any = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    path: str | Sequence[str] | None = None,
+    **fields: Any,
+) -> torch.nn.Module:
+    """The torch model a config value describes (see `spec_from_config`)."""
+    spec = spec_from_config(obj, base_dir=base_dir, model=model, path=path, **fields)
+    from rnnspec.runtime import instantiate
+
+    return instantiate(spec)
+
+
+def spec_from_config(
+    obj: Any = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    path: str | Sequence[str] | None = None,
+    **fields: Any,
+) -> ModelSpec:
+    """The `ModelSpec` a config value describes; torch-free.
+
+    `obj` is spec text, a `.rnn` path (relative paths resolve against `base_dir`, or
+    its folder when it is a file such as the config itself; else the working
+    directory), a `{"spec": ..., "model": NAME}` mapping, a mapping of IR fields, or
+    a `ModelSpec`. Keyword `fields` stand in for a mapping (what Hydra passes).
+    `model` picks one model of a multi-model spec. `path` is where the value sits in
+    the config (`"model"` or `("experiment", "model")`); messages name keys under it.
+    """
+    key = _key_path(path)
+    if fields:
+        if obj is not None:
+            raise _config_error(
+                key, "give either one value or keyword fields, not both"
+            )
+        obj = fields
+    obj = _plain(obj, key)
+    if isinstance(obj, ModelSpec):
+        return _check_name(obj, model, key)
+    if isinstance(obj, (str, os.PathLike)):
+        return _from_text_or_path(obj, key, base_dir, model)
+    if isinstance(obj, Mapping):
+        data = {k: v for k, v in obj.items() if k not in _HYDRA_KEYS}
+        if "spec" in data:
+            return _from_spec_mapping(data, key, base_dir, model)
+        return _check_name(_from_fields(data, key), model, key)
+    if obj is None:
+        message = "no model given: expected spec text, a .rnn path or a mapping"
+    else:
+        message = (
+            "expected spec text, a path to a .rnn file, or a mapping; "
+            f"got {type(obj).__name__}"
+        )
+    raise _config_error(key, message)
+
+
+# -- the forms -----------------------------------------------------------------------
+
+
+def _from_spec_mapping(
+    data: Mapping[str, Any],
+    key: KeyPath,
+    base_dir: str | os.PathLike[str] | None,
+    model: str | None,
+) -> ModelSpec:
+    """`{"spec": TEXT_OR_PATH_OR_FIELDS, "model": NAME?}`."""
+    problems = [
+        Diagnostic(
+            f"{_dotted(key + (str(name),))}: unknown key '{name}'"
+            f"{did_you_mean(str(name), _SPEC_KEYS) or '; expected ' + one_of(_SPEC_KEYS)}"
+        )
+        for name in data
+        if name not in _SPEC_KEYS
+    ]
+    if problems:
+        raise SpecError(problems, filename=CONFIG_FILENAME)
+    chosen = data.get("model")
+    if chosen is not None and not isinstance(chosen, str):
+        raise _config_error(
+            key + ("model",), f"model must be a model name, got {chosen!r}"
+        )
+    if chosen is not None and model is not None and chosen != model:
+        raise _config_error(
+            key + ("model",),
+            f"the config picks model '{chosen}' but the caller asked for '{model}'",
+        )
+    name = chosen if chosen is not None else model
+    value = data["spec"]
+    spec_key = key + ("spec",)
+    if isinstance(value, (str, os.PathLike)):
+        return _from_text_or_path(value, spec_key, base_dir, name)
+    if isinstance(value, Mapping):
+        return _check_name(_from_fields(value, spec_key), name, spec_key)
+    raise _config_error(
+        spec_key,
+        "spec must be spec text, a path to a .rnn file, or a mapping of fields; "
+        f"got {type(value).__name__}",
+    )
+
+
+def _looks_like_text(value: str) -> bool:
+    """Spec text has a brace or a line break; a path has neither."""
+    return "{" in value or "}" in value or "\n" in value
+
+
+def _from_text_or_path(
+    value: str | os.PathLike[str],
+    key: KeyPath,
+    base_dir: str | os.PathLike[str] | None,
+    model: str | None,
+) -> ModelSpec:
+    if isinstance(value, str) and _looks_like_text(value):
+        filename = _dotted(key) if key else "<spec>"
+        return _pick(parse(value, filename=filename), model, key)
+    file = _resolve(Path(value), base_dir)
+    if not file.is_file() and isinstance(value, str) and re.match(r"\s*model\b", value):
+        return _pick(parse(value, filename=_dotted(key) or "<spec>"), model, key)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise _config_error(
+            key, f"cannot read spec file '{file}': {reason}"
+        ) from None
+    return _pick(parse(text, filename=str(file)), model, key)
+
+
+def _resolve(file: Path, base_dir: str | os.PathLike[str] | None) -> Path:
+    file = file.expanduser()
+    if file.is_absolute() or base_dir is None:
+        return file
+    base = Path(base_dir).expanduser()
+    if base.is_file():  # the config file itself: resolve next to it
+        base = base.parent
+    return base / file
+
+
+def _from_fields(data: Mapping[str, Any], key: KeyPath) -> ModelSpec:
+    """IR fields → `ModelSpec`, every problem reported under its config key."""
+    data = dict(data)
+    problems: list[tuple[tuple[str, ...], str]] = []
+    try:
+        spec = ModelSpec.model_validate(data, context={"problems": problems})
+    except ValidationError as exc:
+        spec = None
+        errors: list[Diagnostic] = []
+        bad: set[str] = set()
+        for error in exc.errors():
+            loc = clean_loc(error["loc"])
+            if loc:
+                bad.add(loc[0])
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                where = loc + ("kind",)
+            else:
+                where = loc
+            message = _describe(error, loc, data)
+            errors.append(Diagnostic(f"{_dotted(key + where)}: {message}"))
+        partial = {k: v for k, v in data.items() if k not in bad}
+        problems = cross_field_problems(partial, frozenset(bad))
+    else:
+        errors = []
+    for loc, message in problems:
+        message = message.replace("required statement", "required key")
+        errors.append(Diagnostic(f"{_dotted(key + loc)}: {message}"))
+    if errors or spec is None:
+        raise SpecError(errors, filename=CONFIG_FILENAME)
+    return spec
+
+
+def _describe(error: Mapping[str, Any], loc: KeyPath, data: Mapping[str, Any]) -> str:
+    """`describe_error` in a config's words: keys, not statements and options."""
+    kind = error["type"]
+    name = loc[-1] if loc else ""
+    if not loc and kind in ("model_type", "dict_type"):
+        return f"expected a mapping of model fields, got {type(error['input']).__name__}"
+    if kind == "missing":
+        return f"missing required key '{name}'"
+    if kind == "extra_forbidden":
+        if len(loc) == 1:
+            allowed = [f for f in ModelSpec.model_fields]
+            hint = did_you_mean(name, allowed)
+        else:
+            hint = _extra_hint(loc, data)
+        return f"unknown key '{name}'{hint}"
+    if kind == "string_type":
+        return f"{name} must be a string, got {error['input']!r}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        shown = error["input"]
+        return f"{name} must be a mapping with a 'kind', got {shown!r}"
+    message = describe_error(error, loc)
+    if kind == "spec_rule" or kind in _DESCRIBED:
+        return message
+    return f"invalid value {error.get('input')!r} for {name}"
+
+
+#: Error types `describe_error` words itself (anything else gets a generic message).
+_DESCRIBED = frozenset(
+    {
+        "greater_than_equal",
+        "greater_than",
+        "less_than",
+        "less_than_equal",
+        "int_type",
+        "int_parsing",
+        "int_from_float",
+        "float_type",
+        "float_parsing",
+        "bool_type",
+        "bool_parsing",
+        "literal_error",
+        "union_tag_invalid",
+        "union_tag_not_found",
+        "model_name",
+    }
+)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _pick(specs: list[ModelSpec], model: str | None, key: KeyPath) -> ModelSpec:
+    """One model of a spec: the named one, or the only one."""
+    names = [spec.name for spec in specs]
+    if model is None:
+        if len(specs) == 1:
+            return specs[0]
+        raise _config_error(
+            key,
+            f"the spec defines {len(specs)} models, {_all_of(names)}; "
+            "pick one with model=NAME (a 'model' key next to 'spec')",
+        )
+    for spec in specs:
+        if spec.name == model:
+            return spec
+    hint = did_you_mean(model, names)
+    raise _config_error(
+        key, f"no model '{model}' in the spec{hint}; it defines {_all_of(names)}"
+    )
+
+
+def _check_name(spec: ModelSpec, model: str | None, key: KeyPath) -> ModelSpec:
+    if model is not None and spec.name != model:
+        raise _config_error(
+            key, f"model '{model}' was asked for, but the fields define '{spec.name}'"
+        )
+    return spec
+
+
+def _plain(value: Any, key: KeyPath) -> Any:
+    """OmegaConf containers (resolved) and other mappings → plain dicts and lists."""
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            value = OmegaConf.to_container(value, resolve=True)
+        except OmegaConfBaseException as exc:
+            raise _config_error(key, f"cannot resolve the config: {exc}") from None
+    if isinstance(value, Mapping):
+        return {k: _plain(v, key + (str(k),)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, key) for v in value]
+    return value
+
+
+def _all_of(names: Sequence[str]) -> str:
+    """'A', 'B' and 'C'."""
+    return one_of(names).rsplit(" or ", 1)[0] + (
+        f" and '{names[-1]}'" if len(names) > 1 else ""
+    )
+
+
+def _key_path(path: str | Sequence[str] | None) -> KeyPath:
+    if path is None:
+        return ()
+    if isinstance(path, str):
+        return tuple(part for part in path.split(".") if part)
+    return tuple(str(part) for part in path)
+
+
+def _dotted(key: KeyPath) -> str:
+    return ".".join(key)
+
+
+def _config_error(key: KeyPath, message: str) -> SpecError:
+    text = f"{_dotted(key)}: {message}" if key else message
+    return SpecError([Diagnostic(text)], filename=CONFIG_FILENAME)

@@ -1,0 +1,173 @@
+from typing import List, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .packing import packed_torch_forward
+
+
+class RecurrentModel(nn.Module):
+    """A recurrent sequence model: embedding → recurrent stack → attention → head.
+
+    `forward(x, lengths=None, state=None) -> (output, state)`:
+      x        (B, T, N) floats for features, (B, T) int64 for tokens
+               ((T, B, ...) when batch_first is False)
+      lengths  B ints in 1..T (packing models only); steps past a sequence's length
+               do not touch its state and their output rows are zero
+      state    torch's layout: h0 (L*D, B, H), or (h0, c0) for an LSTM; None = zeros
+      output   (B, T, F) per step, or (B, F) with a pooling (`classes`) head
+    The returned state is in torch's layout and holds each sequence's last valid step.
+    """
+
+    def __init__(
+        self,
+        embedding: Optional[nn.Embedding],
+        rnn: nn.Module,
+        attention: Optional[nn.Module],
+        head: Optional[nn.Linear],
+        input_dropout: float = 0.0,
+        head_dropout: float = 0.0,
+        pool: Optional[str] = None,
+        tie: bool = False,
+        packing: bool = False,
+        batch_first: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.rnn = rnn
+        self.attention = attention
+        self.head = head
+        if tie and head is not None and embedding is not None:
+            head.weight = embedding.weight  # weight tying (Press & Wolf, 2017)
+        self.input_dropout = input_dropout
+        self.head_dropout = head_dropout
+        self.pool = pool
+        self.packing = packing
+        self.batch_first = batch_first
+        # torch's own module: packing goes through pack_padded_sequence here;
+        # rnnspec's kernels take `lengths` themselves.
+        self.torch_kernel = type(rnn) in (nn.RNN, nn.LSTM, nn.GRU)
+        self.is_lstm = isinstance(rnn, nn.LSTM)
+        self.num_directions = 2 if rnn.bidirectional else 1
+        self.num_states = rnn.num_layers * self.num_directions
+
+    def forward(
+        self,
+        x: Tensor,
+        lengths: Optional[Union[Tensor, List[int]]] = None,
+        state: Optional[Union[Tensor, Tuple[Tensor, Tensor]]] = None,
+    ):
+        x = self._check_input(x)
+        if not self.batch_first:
+            x = x.transpose(0, 1)  # (B, T, ...) inside
+        batch, steps = x.shape[0], x.shape[1]
+        lengths = self._check_lengths(lengths, batch, steps)
+        state = self._check_state(state, batch)
+
+        if self.embedding is not None:
+            x = F.dropout(self.embedding(x), self.input_dropout, self.training)
+        if self.torch_kernel:
+            out, state = packed_torch_forward(self.rnn, x, state, lengths)
+        else:
+            out, state = self.rnn(x, state, lengths)  # (B, T, D*H)
+        if self.attention is not None:
+            out = self.attention(out, lengths)  # (B, T, D*H) or (B, T, 2*D*H)
+
+        if self.pool is not None:
+            out = self._pool(out, state, lengths)  # (B, F)
+        if self.head is not None:
+            out = self.head(F.dropout(out, self.head_dropout, self.training))
+            if self.pool is None and lengths is not None:
+                valid = _valid_steps(lengths, steps, out.device)  # (B, T)
+                out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
+        if self.pool is None and not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, state
+
+    def _pool(self, out: Tensor, state, lengths: Optional[Tensor]) -> Tensor:
+        """(B, T, F) → (B, F) over each sequence's valid steps."""
+        batch, steps = out.shape[0], out.shape[1]
+        if self.pool == "last" and self.attention is None:
+            # The top layer's final states, directions concatenated as in h_n.
+            h_n = state[0] if self.is_lstm else state
+            top = h_n[-self.num_directions :]  # (D, B, H)
+            return top.transpose(0, 1).reshape(batch, -1)
+        if lengths is None:
+            lengths = torch.full((batch,), steps, dtype=torch.long)
+        lengths = lengths.to(out.device)
+        if self.pool == "last":
+            return out[torch.arange(batch, device=out.device), lengths - 1]
+        valid = _valid_steps(lengths, steps, out.device).unsqueeze(-1)  # (B, T, 1)
+        if self.pool == "mean":
+            total = out.masked_fill(~valid, 0.0).sum(1)
+            return total / lengths.unsqueeze(1).to(out.dtype)
+        return out.masked_fill(~valid, float("-inf")).amax(1)
+
+    # -- argument checks: "Expected X, got Y" ---------------------------------------
+
+    def _check_input(self, x: Tensor) -> Tensor:
+        layout = "(B, T" if self.batch_first else "(T, B"
+        if self.embedding is not None:
+            if x.dim() != 2 or x.dtype != torch.long:
+                raise ValueError(
+                    f"Expected int64 token ids of shape {layout}), got "
+                    f"{x.dtype} tensor of shape {tuple(x.shape)}"
+                )
+            return x
+        size = self.rnn.input_size
+        if x.dim() != 3 or x.shape[-1] != size or not x.is_floating_point():
+            raise ValueError(
+                f"Expected float features of shape {layout}, {size}), got "
+                f"{x.dtype} tensor of shape {tuple(x.shape)}"
+            )
+        return x
+
+    def _check_lengths(self, lengths, batch: int, steps: int) -> Optional[Tensor]:
+        if lengths is None:
+            return None
+        if not self.packing:
+            raise ValueError(
+                "Expected no lengths: this model was compiled without `packing true`"
+            )
+        if not isinstance(lengths, Tensor):
+            lengths = torch.as_tensor(lengths)
+        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+            raise ValueError(f"Expected integer lengths, got {lengths.dtype}")
+        lengths = lengths.to("cpu", torch.long)
+        if lengths.dim() != 1 or lengths.shape[0] != batch:
+            raise ValueError(
+                f"Expected lengths of shape ({batch},), got {tuple(lengths.shape)}"
+            )
+        if bool((lengths < 1).any()) or bool((lengths > steps).any()):
+            raise ValueError(f"Expected lengths in 1..{steps}, got {lengths.tolist()}")
+        return lengths
+
+    def _check_state(self, state, batch: int):
+        if state is None:
+            return None
+        hidden = self.rnn.hidden_size
+        shape = (self.num_states, batch, hidden)
+        if self.is_lstm:
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise ValueError(
+                    f"Expected state (h0, c0) of shapes {shape} for an LSTM, "
+                    f"got {type(state).__name__}"
+                )
+            for name, part in zip(("h0", "c0"), state):
+                _check_shape(name, part, shape)
+            return (state[0], state[1])
+        _check_shape("h0", state, shape)
+        return state
+
+
+def _valid_steps(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    """(B, T) bool: True where step t < the sequence's length."""
+    positions = torch.arange(steps, device=device)
+    return positions.unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+def _check_shape(name: str, value, shape: Tuple[int, int, int]) -> None:
+    if not isinstance(value, Tensor) or tuple(value.shape) != shape:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"Expected {name} of shape {shape}, got {got}")
