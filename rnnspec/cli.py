@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from rnnspec import __version__
 from rnnspec.errors import SpecError
+from rnnspec.files import write_atomic
 from rnnspec.ir import ModelSpec
 
 
@@ -35,19 +34,6 @@ def _load(paths: Sequence[str]) -> tuple[dict[Path, tuple[str, list[ModelSpec]]]
             print(exc, file=sys.stderr)
             failures += 1
     return loaded, failures
-
-
-def _write_atomic(target: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: never half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -77,7 +63,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if target.exists() and target.read_text(encoding="utf-8") == text:
             status = "unchanged"
         else:
-            _write_atomic(target, text)
+            write_atomic(target, text)
             status = "wrote"
         names = ", ".join(spec.name for spec in loaded[outputs[target]][1])
         print(f"{status} {target} ({names})")

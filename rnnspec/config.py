@@ -32,8 +32,11 @@ if TYPE_CHECKING:
 #: The "file" named by diagnostics that have no line (a key in a config).
 CONFIG_FILENAME = "<config>"
 
-#: Keys Hydra reserves; ignored so that a whole config node may be passed directly.
-_HYDRA_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_"})
+#: Keys Hydra reserves, and the `$schema` editors read: ignored, so that a whole
+#: config node (or a JSON file pointing at its schema) may be passed directly.
+_IGNORED_KEYS = frozenset(
+    {"_target_", "_convert_", "_recursive_", "_partial_", "$schema"}
+)
 
 #: Keys of the `{"spec": ..., "model": ...}` form.
 _SPEC_KEYS = ("spec", "model")
@@ -51,7 +54,7 @@ def from_config(
 ) -> torch.nn.Module:
     """The torch model a config value describes (see `spec_from_config`)."""
     spec = spec_from_config(obj, base_dir=base_dir, model=model, path=path, **fields)
-    from rnnspec.runtime import instantiate
+    from rnnspec import instantiate
 
     return instantiate(spec)
 
@@ -71,9 +74,28 @@ def spec_from_config(
     directory), a `{"spec": ..., "model": NAME}` mapping, a mapping of IR fields, or
     a `ModelSpec`. Keyword `fields` stand in for a mapping (what Hydra passes).
     `model` picks one model of a multi-model spec. `path` is where the value sits in
-    the config (`"model"` or `("experiment", "model")`); messages name keys under it.
+    the config (`"model"` or `("experiment", "model")`); messages name keys under it,
+    and name the config file when `base_dir` is that file.
     """
-    key = _key_path(path)
+    try:
+        return _spec(obj, base_dir, model, _key_path(path), fields)
+    except SpecError as error:
+        if error.filename != CONFIG_FILENAME or not _is_file(base_dir):
+            raise
+        raise SpecError(error.errors, filename=os.fspath(base_dir)) from None
+
+
+def _is_file(base_dir: str | os.PathLike[str] | None) -> bool:
+    return base_dir is not None and Path(base_dir).expanduser().is_file()
+
+
+def _spec(
+    obj: Any,
+    base_dir: str | os.PathLike[str] | None,
+    model: str | None,
+    key: KeyPath,
+    fields: dict[str, Any],
+) -> ModelSpec:
     if fields:
         if obj is not None:
             raise _config_error(
@@ -86,7 +108,7 @@ def spec_from_config(
     if isinstance(obj, (str, os.PathLike)):
         return _from_text_or_path(obj, key, base_dir, model)
     if isinstance(obj, Mapping):
-        data = {k: v for k, v in obj.items() if k not in _HYDRA_KEYS}
+        data = {k: v for k, v in obj.items() if k not in _IGNORED_KEYS}
         if "spec" in data:
             return _from_spec_mapping(data, key, base_dir, model)
         return _check_name(_from_fields(data, key), model, key)
@@ -110,10 +132,11 @@ def _from_spec_mapping(
     model: str | None,
 ) -> ModelSpec:
     """`{"spec": TEXT_OR_PATH_OR_FIELDS, "model": NAME?}`."""
+    expected = "; expected " + one_of(_SPEC_KEYS)
     problems = [
         Diagnostic(
             f"{_dotted(key + (str(name),))}: unknown key '{name}'"
-            f"{did_you_mean(str(name), _SPEC_KEYS) or '; expected ' + one_of(_SPEC_KEYS)}"
+            f"{did_you_mean(str(name), _SPEC_KEYS) or expected}"
         )
         for name in data
         if name not in _SPEC_KEYS
@@ -159,15 +182,13 @@ def _from_text_or_path(
         filename = _dotted(key) if key else "<spec>"
         return _pick(parse(value, filename=filename), model, key)
     file = _resolve(Path(value), base_dir)
-    if not file.is_file() and isinstance(value, str) and re.match(r"\s*model\b", value):
+    if not file.is_file() and isinstance(value, str) and re.match(r"\s*model\s", value):
         return _pick(parse(value, filename=_dotted(key) or "<spec>"), model, key)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise _config_error(
-            key, f"cannot read spec file '{file}': {reason}"
-        ) from None
+        raise _config_error(key, f"cannot read spec file '{file}': {reason}") from None
     return _pick(parse(text, filename=str(file)), model, key)
 
 
@@ -183,7 +204,7 @@ def _resolve(file: Path, base_dir: str | os.PathLike[str] | None) -> Path:
 
 def _from_fields(data: Mapping[str, Any], key: KeyPath) -> ModelSpec:
     """IR fields → `ModelSpec`, every problem reported under its config key."""
-    data = dict(data)
+    data = {k: v for k, v in data.items() if k not in _IGNORED_KEYS}
     problems: list[tuple[tuple[str, ...], str]] = []
     try:
         spec = ModelSpec.model_validate(data, context={"problems": problems})
@@ -218,7 +239,8 @@ def _describe(error: Mapping[str, Any], loc: KeyPath, data: Mapping[str, Any]) -
     kind = error["type"]
     name = loc[-1] if loc else ""
     if not loc and kind in ("model_type", "dict_type"):
-        return f"expected a mapping of model fields, got {type(error['input']).__name__}"
+        got = type(error["input"]).__name__
+        return f"expected a mapping of model fields, got {got}"
     if kind == "missing":
         return f"missing required key '{name}'"
     if kind == "extra_forbidden":
@@ -226,7 +248,11 @@ def _describe(error: Mapping[str, Any], loc: KeyPath, data: Mapping[str, Any]) -
             allowed = [f for f in ModelSpec.model_fields]
             hint = did_you_mean(name, allowed)
         else:
-            hint = _extra_hint(loc, data)
+            node = data.get(loc[0])
+            tag = node.get("kind") if isinstance(node, Mapping) else None
+            # `_extra_hint` looks the kind up in a table: only a word can be a kind.
+            safe = {**data, loc[0]: {"kind": tag if isinstance(tag, str) else None}}
+            hint = _extra_hint(loc, safe)
         return f"unknown key '{name}'{hint}"
     if kind == "string_type":
         return f"{name} must be a string, got {error['input']!r}"
@@ -331,3 +357,76 @@ def _dotted(key: KeyPath) -> str:
 def _config_error(key: KeyPath, message: str) -> SpecError:
     text = f"{_dotted(key)}: {message}" if key else message
     return SpecError([Diagnostic(text)], filename=CONFIG_FILENAME)
+
+
+# -- JSON Schema -----------------------------------------------------------------------
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+#: What each field means, for editors that show the schema's descriptions on hover.
+_FIELD_HELP = {
+    "name": "Model (class) name: a Python identifier, not a keyword or builtin.",
+    "input": "features {size} or tokens {vocab, embed, padding?, dropout?}.",
+    "encoder": "recurrent (default) or spinn (shift-reduce TreeLSTM).",
+    "cell": "Recurrent cell; required unless encoder is spinn.",
+    "nonlinearity": "relu needs cell rnn.",
+    "hidden": "Hidden units per direction and layer.",
+    "layers": "Stacked recurrent layers.",
+    "directions": "2 for a bidirectional stack.",
+    "peephole": "Peephole connections (cell lstm only).",
+    "bias": "Bias vectors in the recurrent layers.",
+    "dropout": "Dropout between stacked layers, as torch's dropout.",
+    "packing": "The model takes per-sequence lengths.",
+    "batch_first": "Inputs are (batch, time, ...) rather than (time, batch, ...).",
+    "impl": "Kernel: auto picks the fastest exact one for the spec and device.",
+    "attention": "Attention over earlier steps: dot, general or additive.",
+    "head": "Output head: logits, linear {size} or classes {size, pool?}.",
+    "tracker": "Tracker LSTM size (encoder spinn only).",
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the IR's dict form, strict: no unknown key anywhere.
+
+    `extra="forbid"` already gives `additionalProperties: false` on every object;
+    enforcing it here keeps the schema strict even if a node forgets. The rules that
+    tie fields together (peephole needs lstm, ...) are left to rnnspec itself.
+    """
+    body = ModelSpec.model_json_schema()
+
+    def strict(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" or "properties" in node:
+                node["additionalProperties"] = False
+            for value in node.values():
+                strict(value)
+        elif isinstance(node, list):
+            for value in node:
+                strict(value)
+
+    strict(body)
+    properties = body["properties"]
+    for name, text in _FIELD_HELP.items():
+        if name in properties:
+            properties[name]["description"] = text
+    # Keys `from_config` ignores, so that editors accept JSON files that name their
+    # schema and Hydra config-group files that name their target.
+    properties["$schema"] = {
+        "type": "string",
+        "description": "Where this schema is, for editors; ignored by rnnspec.",
+    }
+    properties["_target_"] = {
+        "enum": ["rnnspec.from_config", "rnnspec.config.from_config"],
+        "description": "For hydra.utils.instantiate; ignored by rnnspec.",
+    }
+    body.pop("title", None)
+    body.pop("description", None)
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "rnnspec model",
+        "description": (
+            "One rnnspec model in the dict form experiment configs use "
+            "(rnnspec.ModelSpec); rnnspec.from_config builds it."
+        ),
+        **body,
+    }

@@ -15,8 +15,8 @@ padded batch wastes few steps. Each epoch it
 4. shuffles the steps, and gives replica `rank` the `rank`-th batch of every step.
 
 Like `torch.utils.data.DistributedSampler`, every replica gets the same number of
-batches: with `drop_last=False` the last step is completed by repeating batches from
-the start of the epoch; with `drop_last=True` an incomplete step (and a short last
+batches: with `drop_last=False` the last step is completed by repeating the batches
+sorted just before it; with `drop_last=True` an incomplete step (and a short last
 batch) is dropped. Call `set_epoch(epoch)` before each epoch to reshuffle.
 
 The module imports torch only to find the distributed rank when it is not given.
@@ -104,12 +104,15 @@ class BucketBatchSampler:
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         replicas = self.num_replicas
-        if len(batches) % replicas:
-            if self.drop_last:
-                del batches[len(batches) - len(batches) % replicas :]
-            else:  # complete the last step from the epoch's first batches
-                missing = replicas - len(batches) % replicas
-                batches.extend(batches[i % len(batches)] for i in range(missing))
+        incomplete = len(batches) % replicas
+        if incomplete and self.drop_last:
+            del batches[len(batches) - incomplete :]
+        elif incomplete:
+            # Complete the last step with the batches sorted just before it, whose
+            # lengths are the closest (cycling when there are fewer than a step).
+            before = batches[:-incomplete] or batches
+            missing = replicas - incomplete
+            batches.extend(before[-1 - i % len(before)] for i in range(missing))
         steps = [batches[i : i + replicas] for i in range(0, len(batches), replicas)]
         if self.shuffle:
             rng.shuffle(steps)

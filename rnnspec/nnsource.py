@@ -124,6 +124,9 @@ def closure(roots: list[str]) -> tuple[list[Definition], list[ImportLine]]:
     definitions, imports = index()
     needed: set[str] = set()
     used_imports: set[str] = set()
+    unknown = [r for r in roots if r not in definitions and "." not in r]
+    if unknown:
+        raise LookupError(f"rnnspec.nn defines no {', '.join(map(repr, unknown))}")
     stack = [r for r in roots if r in definitions]
     for root in roots:  # `nn.LSTM` in a Call needs `nn`
         head = root.split(".")[0]

@@ -23,9 +23,7 @@ def resolve(callee: str) -> Any:
     try:
         module = importlib.import_module(f"rnnspec.nn.{module_of(callee)}")
     except KeyError:
-        raise NotImplementedError(
-            f"{callee} is not available in this version of rnnspec"
-        ) from None
+        raise LookupError(f"rnnspec.nn defines no {callee!r}") from None
     return getattr(module, callee)
 
 

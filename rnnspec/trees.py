@@ -235,7 +235,9 @@ def random_listops(
     for _ in range(rng.randint(min_args, max_args)):
         if _depth < max_depth and rng.random() < nest_prob:
             args.append(
-                random_listops(rng, max_depth, min_args, max_args, nest_prob, _depth + 1)
+                random_listops(
+                    rng, max_depth, min_args, max_args, nest_prob, _depth + 1
+                )
             )
         else:
             args.append(rng.randrange(10))

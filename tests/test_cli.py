@@ -106,3 +106,13 @@ def test_python_dash_m(specs):
     )
     assert result.returncode == 1
     assert "did you mean 'lstm'?" in result.stderr
+
+
+def test_built_files_get_normal_permissions(specs):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    out = specs / "out"
+    assert main(["build", str(specs / "good.rnn"), "-o", str(out)]) == 0
+    assert (out / "good.py").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -20,6 +20,9 @@ class RecurrentModel(nn.Module):
     The returned state is in torch's layout and holds each sequence's last valid step.
     """
 
+    # Fixed per model, so torch.jit.script compiles only the branches it takes.
+    __constants__ = ["torch_kernel", "is_lstm"]
+
     def __init__(
         self,
         embedding: Optional[nn.Embedding],
@@ -62,35 +65,70 @@ class RecurrentModel(nn.Module):
         if not self.batch_first:
             x = x.transpose(0, 1)  # (B, T, ...) inside
         batch, steps = x.shape[0], x.shape[1]
-        lengths = self._check_lengths(lengths, batch, steps)
+        lens = self._check_lengths(lengths, batch, steps)
         state = self._check_state(state, batch)
 
         if self.embedding is not None:
             x = F.dropout(self.embedding(x), self.input_dropout, self.training)
         if self.torch_kernel:
-            out, state = packed_torch_forward(self.rnn, x, state, lengths)
+            out, state = self._torch_rnn(x, state, lens)
         else:
-            out, state = self.rnn(x, state, lengths)  # (B, T, D*H)
+            out, state = self.rnn(x, state, lens)  # (B, T, D*H)
         if self.attention is not None:
-            out = self.attention(out, lengths)  # (B, T, D*H) or (B, T, 2*D*H)
+            out = self.attention(out, lens)  # (B, T, D*H) or (B, T, 2*D*H)
 
         if self.pool is not None:
-            out = self._pool(out, state, lengths)  # (B, F)
+            out = self._pool(out, state, lens)  # (B, F)
         if self.head is not None:
             out = self.head(F.dropout(out, self.head_dropout, self.training))
-            if self.pool is None and lengths is not None:
-                valid = _valid_steps(lengths, steps, out.device)  # (B, T)
+            if self.pool is None and lens is not None:
+                valid = _valid_steps(lens, steps, out.device)  # (B, T)
                 out = out.masked_fill(~valid.unsqueeze(-1), 0.0)
         if self.pool is None and not self.batch_first:
             out = out.transpose(0, 1)
         return out, state
 
-    def _pool(self, out: Tensor, state, lengths: Optional[Tensor]) -> Tensor:
+    def _torch_rnn(
+        self,
+        x: Tensor,
+        state: Optional[Union[Tensor, Tuple[Tensor, Tensor]]],
+        lengths: Optional[Tensor],
+    ) -> Tuple[Tensor, Union[Tensor, Tuple[Tensor, Tensor]]]:
+        """torch's RNN/LSTM/GRU module through `packed_torch_forward`.
+
+        torch.jit.script takes no module argument and types the state per cell, so
+        there it runs an inlined copy, one per state type.
+        """
+        if not torch.jit.is_scripting():
+            return packed_torch_forward(self.rnn, x, state, lengths)
+        steps = x.shape[1]
+        if self.is_lstm:
+            hx: Optional[Tuple[Tensor, Tensor]] = None
+            if isinstance(state, tuple):
+                hx = state
+            if lengths is None:
+                return self.rnn(x, hx)
+            out, hx_n = self.rnn(_pack(x, lengths), hx)
+            return _unpack(out, steps), hx_n
+        h0: Optional[Tensor] = None
+        if isinstance(state, Tensor):
+            h0 = state
+        if lengths is None:
+            return self.rnn(x, h0)
+        out, h_n = self.rnn(_pack(x, lengths), h0)
+        return _unpack(out, steps), h_n
+
+    def _pool(
+        self,
+        out: Tensor,
+        state: Union[Tensor, Tuple[Tensor, Tensor]],
+        lengths: Optional[Tensor],
+    ) -> Tensor:
         """(B, T, F) → (B, F) over each sequence's valid steps."""
         batch, steps = out.shape[0], out.shape[1]
         if self.pool == "last" and self.attention is None:
             # The top layer's final states, directions concatenated as in h_n.
-            h_n = state[0] if self.is_lstm else state
+            h_n = state if isinstance(state, Tensor) else state[0]
             top = h_n[-self.num_directions :]  # (D, B, H)
             return top.transpose(0, 1).reshape(batch, -1)
         if lengths is None:
@@ -112,51 +150,59 @@ class RecurrentModel(nn.Module):
             if x.dim() != 2 or x.dtype != torch.long:
                 raise ValueError(
                     f"Expected int64 token ids of shape {layout}), got "
-                    f"{x.dtype} tensor of shape {tuple(x.shape)}"
+                    f"{x.dtype} tensor of shape {_shape(x.shape)}"
                 )
             return x
         size = self.rnn.input_size
         if x.dim() != 3 or x.shape[-1] != size or not x.is_floating_point():
             raise ValueError(
                 f"Expected float features of shape {layout}, {size}), got "
-                f"{x.dtype} tensor of shape {tuple(x.shape)}"
+                f"{x.dtype} tensor of shape {_shape(x.shape)}"
             )
         return x
 
-    def _check_lengths(self, lengths, batch: int, steps: int) -> Optional[Tensor]:
+    def _check_lengths(
+        self, lengths: Optional[Union[Tensor, List[int]]], batch: int, steps: int
+    ) -> Optional[Tensor]:
         if lengths is None:
             return None
         if not self.packing:
             raise ValueError(
                 "Expected no lengths: this model was compiled without `packing true`"
             )
-        if not isinstance(lengths, Tensor):
-            lengths = torch.as_tensor(lengths)
-        if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-            raise ValueError(f"Expected integer lengths, got {lengths.dtype}")
-        lengths = lengths.to("cpu", torch.long)
-        if lengths.dim() != 1 or lengths.shape[0] != batch:
+        lens = lengths if isinstance(lengths, Tensor) else torch.as_tensor(lengths)
+        if lens.is_floating_point() or lens.dtype == torch.bool:
+            raise ValueError(f"Expected integer lengths, got {lens.dtype}")
+        lens = lens.to("cpu", torch.long)
+        if lens.dim() != 1 or lens.shape[0] != batch:
             raise ValueError(
-                f"Expected lengths of shape ({batch},), got {tuple(lengths.shape)}"
+                f"Expected lengths of shape ({batch},), got {_shape(lens.shape)}"
             )
-        if bool((lengths < 1).any()) or bool((lengths > steps).any()):
-            raise ValueError(f"Expected lengths in 1..{steps}, got {lengths.tolist()}")
-        return lengths
+        if bool((lens < 1).any()) or bool((lens > steps).any()):
+            values: List[int] = lens.tolist()
+            raise ValueError(f"Expected lengths in 1..{steps}, got {values}")
+        return lens
 
-    def _check_state(self, state, batch: int):
+    def _check_state(
+        self, state: Optional[Union[Tensor, Tuple[Tensor, Tensor]]], batch: int
+    ) -> Optional[Union[Tensor, Tuple[Tensor, Tensor]]]:
         if state is None:
             return None
         hidden = self.rnn.hidden_size
-        shape = (self.num_states, batch, hidden)
+        shape = [self.num_states, batch, hidden]
         if self.is_lstm:
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise ValueError(
-                    f"Expected state (h0, c0) of shapes {shape} for an LSTM, "
-                    f"got {type(state).__name__}"
+                    f"Expected state (h0, c0) of shapes {_shape(shape)} for an LSTM, "
+                    f"got {_type_name(state)}"
                 )
-            for name, part in zip(("h0", "c0"), state):
-                _check_shape(name, part, shape)
+            _check_shape("h0", state[0], shape)
+            _check_shape("c0", state[1], shape)
             return (state[0], state[1])
+        if not isinstance(state, Tensor):
+            raise ValueError(
+                f"Expected h0 of shape {_shape(shape)}, got {_type_name(state)}"
+            )
         _check_shape("h0", state, shape)
         return state
 
@@ -167,7 +213,37 @@ def _valid_steps(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
     return positions.unsqueeze(0) < lengths.to(device).unsqueeze(1)
 
 
-def _check_shape(name: str, value, shape: Tuple[int, int, int]) -> None:
-    if not isinstance(value, Tensor) or tuple(value.shape) != shape:
-        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"Expected {name} of shape {shape}, got {got}")
+def _shape(shape: List[int]) -> str:
+    """'(2, 3)': a shape written as a tuple (as torch.jit.script can write it)."""
+    if len(shape) == 1:
+        return f"({shape[0]},)"
+    return "(" + ", ".join([str(n) for n in shape]) + ")"
+
+
+def _check_shape(name: str, value: Tensor, shape: List[int]) -> None:
+    if not isinstance(value, Tensor):
+        raise ValueError(
+            f"Expected {name} of shape {_shape(shape)}, got {_type_name(value)}"
+        )
+    if list(value.shape) != shape:
+        raise ValueError(
+            f"Expected {name} of shape {_shape(shape)}, got {_shape(value.shape)}"
+        )
+
+
+def _type_name(value: Union[Tensor, Tuple[Tensor, Tensor]]) -> str:
+    if torch.jit.is_scripting():
+        return "Tensor" if isinstance(value, Tensor) else "tuple"
+    return type(value).__name__
+
+
+def _pack(x: Tensor, lengths: Tensor) -> nn.utils.rnn.PackedSequence:
+    return nn.utils.rnn.pack_padded_sequence(
+        x, lengths.cpu(), batch_first=True, enforce_sorted=False
+    )
+
+
+def _unpack(packed: nn.utils.rnn.PackedSequence, steps: int) -> Tensor:
+    return nn.utils.rnn.pad_packed_sequence(
+        packed, batch_first=True, total_length=steps
+    )[0]

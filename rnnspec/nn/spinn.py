@@ -7,11 +7,12 @@ pushes their TreeLSTM composition. After the last transition the stack holds one
 entry: the root, whose (h, c) encodes the sentence.
 
 The whole batch advances one transition per step: every REDUCE row of the step goes
-through one reduce call, every row through one tracker call. Stacks are a dense
-`(B, D, 2H)` tensor addressed by per-example stack pointers, with two permanent zero
-slots at the bottom, so reading an empty position gives zeros; all pointers, read
-indices and write masks are computed up front from the transitions, so the step
-loop does no per-example Python work.
+through one reduce call, every row through one tracker call. All stacks share one
+table of [h; c] rows addressed by per-example stack pointers (a "thin stack"); the
+pointers and every index the step loop needs are computed up front from the
+transitions (_SpinnSchedule), so the loop does no per-example Python work. Writes to
+the table are in place and reads save only their indices, so autograd keeps one
+table, not one per step.
 """
 
 from typing import List, Optional, Tuple
@@ -30,13 +31,11 @@ def _spinn_tree_lstm(
         c = tanh(a) σ(i) + σ(f1) c_left + σ(f2) c_right
         h = σ(o) tanh(c)
     """
-    a, i, f1, f2, o = gates.chunk(5, dim=-1)
-    c = (
-        torch.tanh(a) * torch.sigmoid(i)
-        + torch.sigmoid(f1) * c_left
-        + torch.sigmoid(f2) * c_right
-    )
-    h = torch.sigmoid(o) * torch.tanh(c)
+    hid = c_left.shape[-1]
+    a = torch.tanh(gates[..., :hid])
+    i, f1, f2, o = torch.sigmoid(gates[..., hid:]).chunk(4, dim=-1)
+    c = a * i + f1 * c_left + f2 * c_right
+    h = o * torch.tanh(c)
     return h, c
 
 
@@ -69,6 +68,17 @@ class TreeLSTMReduce(nn.Module):
         if self.track is not None and tracking is not None:
             gates = gates + self.track(tracking)
         return _spinn_tree_lstm(gates, left[1], right[1])
+
+    def stacked(self) -> Tuple[Tensor, Tensor]:
+        """One weight for the three linears: gates = [h_l; h_r; t] W^T + b.
+
+        Returns W = [W_l, W_r, W_t] (5H, 2H [+ T]) and b, so a batched caller can
+        build W once per forward and run one matmul per step.
+        """
+        weights = [self.left.weight, self.right.weight]
+        if self.track is not None:
+            weights.append(self.track.weight)
+        return torch.cat(weights, 1), self.left.bias
 
 
 def _spinn_check_transitions(transitions: Tensor, num_tokens: int) -> Tensor:
@@ -149,6 +159,109 @@ def _spinn_check_tokens(tokens: Tensor, transitions: Tensor, vocab_size: int) ->
     return used
 
 
+def _spinn_schedule(transitions: Tensor, n_shifts: Tensor) -> Tuple:
+    """Index tensors of a batch's shift-reduce run, computed up front.
+
+    Stacks live in one (B*D, 2H) table: slot k of example b is row b*D + k. Slots
+    0 and 1 stay zero, so reading below the bottom of a stack gives zeros; with
+    `size` entries on the stack, s2 sits at slot `size` and s1 at `size + 1`. SHIFT
+    writes slot size + 2, REDUCE overwrites slot `size` (where s2 was), a padding
+    step writes the spare slot D - 1, which is never read.
+
+    Returns (buffer, depth, read, write, reduce_rows, reduce_read, active,
+    all_active); all but the first two are per-step lists:
+        buffer          (S*B,) rows of the (B*(N+1), 2H) leaf table, step-major;
+                        row b*(N+1) + N holds the empty buffer's zeros
+        depth           D, slots per example
+        read[t]         (2B,) table rows of [s2, s1] for every example
+        write[t]        (B,) the table row each example writes
+        reduce_rows[t]  (R,) the examples that REDUCE
+        reduce_read[t]  (2R,) table rows of their [s2, s1]
+        active[t]       (B, 1) bool, not padding; all_active[t] a Python bool
+    """
+    batch, steps = transitions.shape
+    num_tokens = int(n_shifts.max())
+    shift = (transitions == 0).long()
+    reduce = (transitions == 1).long()
+    active = transitions != 2
+    size = (shift - reduce).cumsum(1) - shift + reduce  # before each step, (B, S)
+    rows = torch.arange(batch, device=transitions.device)[:, None]  # (B, 1)
+
+    buf_pos = shift.cumsum(1) - shift  # tokens shifted so far
+    buf_pos = torch.where(buf_pos < n_shifts[:, None], buf_pos, num_tokens)
+    buffer = (rows * (num_tokens + 1) + buf_pos).t().reshape(-1)
+
+    depth = 3 + int((size + shift).max())
+    read = torch.stack([size, size + 1], -1) + rows[..., None] * depth  # (B, S, 2)
+    write = torch.where(transitions == 0, size + 2, size)
+    write = torch.where(active, write, depth - 1) + rows * depth  # (B, S)
+
+    counts = reduce.sum(0).tolist()
+    step_row = reduce.t().nonzero()  # (R_total, 2) as [t, b], grouped by step
+    reduce_read = read[step_row[:, 1], step_row[:, 0]].reshape(-1)  # (2 R_total,)
+    return (
+        buffer,
+        depth,
+        read.transpose(0, 1).reshape(steps, 2 * batch).unbind(0),
+        write.t().unbind(0),
+        step_row[:, 1].split(counts),
+        reduce_read.split([2 * n for n in counts]),
+        active.t()[..., None].unbind(0),
+        active.all(0).tolist(),
+    )
+
+
+class _spinn_table_read(torch.autograd.Function):
+    """rows = table[index] from the shared stack table `store` = [table, grad].
+
+    The table is written in place between reads, so autograd cannot track it;
+    instead reads and writes pass a `token` (an empty tensor, one per table
+    version) that orders their backward passes: a read adds its gradient into
+    store[1], the write that produced those rows takes it out (table_write). Each
+    step thus costs O(rows touched) forward and backward, not O(table).
+    """
+
+    @staticmethod
+    def forward(ctx, token: Tensor, index: Tensor, store: List) -> Tensor:
+        ctx.save_for_backward(index)
+        ctx.store = store
+        return store[0].index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (index,) = ctx.saved_tensors
+        if ctx.store[1] is None:
+            ctx.store[1] = torch.zeros_like(ctx.store[0])
+        ctx.store[1].index_add_(0, index, grad)
+        return grad.new_zeros(0), None, None
+
+
+class _spinn_table_write(torch.autograd.Function):
+    """table[index] = values in place; returns the token of the new table version.
+
+    Backward hands the written rows the gradient that later reads left in
+    store[1] and clears it there: the rows' earlier contents never reach a read
+    after this write.
+    """
+
+    @staticmethod
+    def forward(ctx, token: Tensor, values: Tensor, index: Tensor, store: List):
+        ctx.save_for_backward(index)
+        ctx.store = store
+        store[0].index_copy_(0, index, values)
+        return token.new_empty(0)
+
+    @staticmethod
+    def backward(ctx, grad_token: Tensor):
+        (index,) = ctx.saved_tensors
+        table, grad = ctx.store
+        if grad is None:
+            return grad_token, None, None, None
+        values_grad = grad.index_select(0, index)
+        grad.index_fill_(0, index, 0)
+        return grad_token, values_grad, None, None
+
+
 class SPINN(nn.Module):
     """Shift-reduce encoder: TreeLSTM reduce, optional LSTM-cell tracker.
 
@@ -198,70 +311,65 @@ class SPINN(nn.Module):
         num_tokens = int(n_shifts.max())
         x = x[:, :num_tokens]  # (B, N, E)
 
-        # Schedule, all (B, S): stack size and buffer position before each step.
-        shift = (transitions == 0).long()
-        reduce = (transitions == 1).long()
-        active = transitions != 2
-        size = (shift - reduce).cumsum(1) - shift + reduce
-        buf_pos = shift.cumsum(1) - shift
-        depth = 2 + int((size + shift).max())  # two zero slots + deepest stack
-        rows = torch.arange(batch, device=x.device)[:, None]  # (B, 1)
+        buffer, depth, read, write, reduce_rows, reduce_read, active, all_active = (
+            _spinn_schedule(transitions, n_shifts)
+        )
 
-        # Buffer tops of every step in one gather; column N is the empty buffer.
+        # Leaves [h; c] and, in one gather, the buffer top b1 of every step.
         leaves = self.projection(x)  # (B, N, 2H)
         leaves = torch.cat([leaves, leaves.new_zeros(batch, 1, 2 * hid)], 1)
-        buf_pos = torch.where(buf_pos < n_shifts[:, None], buf_pos, num_tokens)
-        flat = (rows * (num_tokens + 1) + buf_pos).t().reshape(-1)  # (S*B,)
-        buffer_tops = leaves.reshape(-1, 2 * hid).index_select(0, flat)
+        buffer_tops = leaves.reshape(-1, 2 * hid).index_select(0, buffer)
         buffer_tops = buffer_tops.view(steps, batch, 2 * hid).unbind(0)
 
-        # Stack slot k of example b is row b*D + k; s2 sits at slot `size`, s1 at
-        # `size + 1`. SHIFT writes slot size + 2, REDUCE overwrites slot size.
-        read = torch.stack([size, size + 1], -1) + rows[..., None] * depth
-        read = read.transpose(0, 1).reshape(steps, 2 * batch).unbind(0)
-        write_at = torch.where(transitions == 0, size + 2, size)  # (B, S)
-        slots = torch.arange(depth, device=x.device)
-        write = (slots == write_at[..., None]) & active[..., None]  # (B, S, D)
-        write = write.transpose(0, 1)[..., None].unbind(0)  # S × (B, D, 1)
-        counts = reduce.sum(0).tolist()
-        reduce_rows = reduce.t().nonzero()[:, 1].split(counts)  # S × (R_t,)
-        all_active = active.all(0).tolist()
-        active_rows = active.t()[..., None].unbind(0)  # S × (B, 1)
-
-        stack = x.new_zeros(batch, depth, 2 * hid)
+        # Each module's weights are stacked once, so a step costs one matmul each.
+        reduce_w, reduce_b = self.reduce.stacked()  # (5H, 2H [+ T]), (5H,)
+        store = [x.new_zeros(batch * depth, 2 * hid), None]  # [table, its grad]
+        token = x.new_zeros(0).requires_grad_(torch.is_grad_enabled())
         track_h: Optional[Tensor] = None
         track_c: Optional[Tensor] = None
         if self.tracker is not None:
+            track_w = torch.cat([self.tracker.weight_ih, self.tracker.weight_hh], 1)
+            track_b = self.tracker.bias_ih + self.tracker.bias_hh  # (4T,)
             track_h = x.new_zeros(batch, self.tracker_size)
             track_c = x.new_zeros(batch, self.tracker_size)
         for t in range(steps):
             new = buffer_tops[t]  # (B, 2H): what a SHIFT pushes
-            if self.tracker is None and counts[t] == 0:
-                stack = torch.where(write[t], new[:, None], stack)
-                continue
-            tops = stack.view(-1, 2 * hid).index_select(0, read[t])
-            tops = tops.view(batch, 2, 2 * hid)  # [s2; s1] per row
-            if self.tracker is not None and track_h is not None:
+            if self.tracker is not None:
+                tops = _spinn_table_read.apply(token, read[t], store)
+                tops = tops.view(batch, 2, 2 * hid)
                 track_in = torch.cat(
-                    [new[:, :hid], tops[:, 1, :hid], tops[:, 0, :hid]], 1
-                )  # (B, 3H)
-                h_new, c_new = self.tracker(track_in, (track_h, track_c))
+                    [new[:, :hid], tops[:, 1, :hid], tops[:, 0, :hid], track_h], 1
+                )  # [b1.h; s1.h; s2.h; t_h], (B, 3H + T)
+                gates = torch.addmm(track_b, track_in, track_w.t())  # (B, 4T)
+                h_new, c_new = _spinn_lstm_cell(gates, track_c)
                 if all_active[t]:
                     track_h, track_c = h_new, c_new
-                else:
-                    track_h = torch.where(active_rows[t], h_new, track_h)
-                    track_c = torch.where(active_rows[t], c_new, track_c)
-            if counts[t] > 0:
-                r = reduce_rows[t]
-                left, right = tops.index_select(0, r).unbind(1)  # (R, 2H) each
-                tracking = None if track_h is None else track_h.index_select(0, r)
-                h, c = self.reduce(
-                    left.chunk(2, -1), right.chunk(2, -1), tracking
-                )  # (R, H) each
+                else:  # padding rows keep their state
+                    track_h = torch.where(active[t], h_new, track_h)
+                    track_c = torch.where(active[t], c_new, track_c)
+            r = reduce_rows[t]  # (R,)
+            if r.numel() > 0:
+                pair = _spinn_table_read.apply(token, reduce_read[t], store)
+                left, right = pair.view(-1, 2, 2 * hid).unbind(1)  # (R, 2H) each
+                reduce_in = [left[:, :hid], right[:, :hid]]
+                if track_h is not None:
+                    reduce_in.append(track_h.index_select(0, r))
+                gates = torch.addmm(reduce_b, torch.cat(reduce_in, 1), reduce_w.t())
+                h, c = _spinn_tree_lstm(gates, left[:, hid:], right[:, hid:])
                 new = new.index_copy(0, r, torch.cat([h, c], 1))
-            stack = torch.where(write[t], new[:, None], stack)  # (B, D, 2H)
-        root = stack[:, 2]  # the single entry left on each stack
+            token = _spinn_table_write.apply(token, new, write[t], store)
+        root_rows = torch.arange(batch, device=x.device) * depth + 2
+        root = _spinn_table_read.apply(token, root_rows, store)  # the one entry left
         return root[:, :hid], root[:, hid:]
+
+
+def _spinn_lstm_cell(gates: Tensor, c: Tensor) -> Tuple[Tensor, Tensor]:
+    """LSTM cell update from pre-activations (B, 4T) in torch's order i, f, g, o:
+    c' = σ(f) c + σ(i) tanh(g), h' = σ(o) tanh(c')."""
+    size = c.shape[-1]
+    i, f, _, o = torch.sigmoid(gates).chunk(4, dim=-1)
+    c = f * c + i * torch.tanh(gates[..., 2 * size : 3 * size])
+    return o * torch.tanh(c), c
 
 
 def _spinn_pad_cat(a: Tensor, b: Tensor, fill: int) -> Tensor:

@@ -1,0 +1,145 @@
+"""From-scratch kernels against torch's own modules (oneDNN LSTM on CPU).
+
+    .venv/bin/python benchmarks/kernels.py                # B=32, T=100, 256 -> 256
+    .venv/bin/python benchmarks/kernels.py --repeats 21
+    .venv/bin/python benchmarks/kernels.py --quick        # a smoke run
+
+For each configuration, "fwd" is an inference forward (under no_grad) and
+"fwd+bwd" a training step: forward, backward of a fixed random projection of the
+output, gradients for the input and every weight. Each repeat runs every
+contender once, in rotating order, so a busy neighbour on the machine slows all of
+them alike; the table gives the median time of each and the median of the
+per-repeat ratios ours / torch. Weights are shared (ours are loaded into torch's
+module); PeepholeLSTM is timed against nn.LSTM, the cost of its extra terms.
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnnspec.nn.kernels import (  # noqa: E402
+    CustomGRU,
+    CustomLSTM,
+    CustomRNN,
+    PeepholeLSTM,
+)
+
+# (label, ours, torch's, targets (fwd, fwd+bwd) or None)
+CELLS = [
+    ("LSTM", CustomLSTM, nn.LSTM, (1.8, 1.5)),
+    ("peephole LSTM", PeepholeLSTM, nn.LSTM, (1.8, 1.5)),
+    ("GRU", CustomGRU, nn.GRU, None),
+    ("RNN tanh", CustomRNN, nn.RNN, None),
+]
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in lscpu.splitlines()
+            if line.startswith("Model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return (
+        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
+
+
+def contenders(ours_cls, torch_cls, size, layers, bidirectional):
+    ours = ours_cls(size, size, layers, bidirectional=bidirectional)
+    theirs = torch_cls(
+        size, size, layers, batch_first=True, bidirectional=bidirectional
+    )
+    theirs.load_state_dict(ours.state_dict(), strict=False)
+    return {"torch": theirs, "ours": ours}
+
+
+def time_pair(models, x, grad, repeats):
+    """{(name, pass): [seconds per repeat]}, contenders interleaved."""
+
+    def fwd(m):
+        with torch.no_grad():
+            m(x)
+
+    def fwd_bwd(m):
+        m.zero_grad(set_to_none=True)
+        x.grad = None
+        out, _ = m(x)
+        out.backward(grad)
+
+    passes = {"fwd": fwd, "fwd+bwd": fwd_bwd}
+    names = list(models)
+    for m in models.values():  # warm-up (oneDNN primitives, allocator)
+        for run in passes.values():
+            run(m)
+            run(m)
+    times = {(n, p): [] for n in names for p in passes}
+    for r in range(repeats):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for p, run in passes.items():
+            for n in order:
+                t = time.perf_counter()
+                run(models[n])
+                times[(n, p)].append(time.perf_counter() - t)
+    return times
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--size", type=int, default=256, help="input = hidden size")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.batch, args.steps, args.size = 3, 8, 20, 64
+    torch.manual_seed(0)
+
+    print(f"machine: {machine()}")
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(
+        f"B={args.batch}, T={args.steps}, input=hidden={args.size}, float32, "
+        f"median of {args.repeats} repeats\n"
+    )
+    print(
+        "| cell | layers × dirs | pass | torch ms | ours ms | ours / torch | target |"
+    )
+    print("|---|---|---|---:|---:|---:|---|")
+    for layers, bidirectional in ((1, False), (2, True)):
+        shape = f"{layers} × {2 if bidirectional else 1}"
+        for label, ours_cls, torch_cls, targets in CELLS:
+            torch.manual_seed(0)
+            models = contenders(ours_cls, torch_cls, args.size, layers, bidirectional)
+            x = torch.randn(args.batch, args.steps, args.size, requires_grad=True)
+            out_size = args.size * (2 if bidirectional else 1)
+            grad = torch.randn(args.batch, args.steps, out_size)
+            times = time_pair(models, x, grad, args.repeats)
+            for k, p in enumerate(("fwd", "fwd+bwd")):
+                ours, theirs = times[("ours", p)], times[("torch", p)]
+                ratio = statistics.median(a / b for a, b in zip(ours, theirs))
+                target = f"≤ {targets[k]}×" if targets else "—"
+                print(
+                    f"| {label} | {shape} | {p} | "
+                    f"{1e3 * statistics.median(theirs):.1f} | "
+                    f"{1e3 * statistics.median(ours):.1f} | {ratio:.2f}× | {target} |"
+                )
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

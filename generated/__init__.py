@@ -1,0 +1,1 @@
+"""Sources generated from examples/*.rnn by `rnnspec build examples/*.rnn`."""

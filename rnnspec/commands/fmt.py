@@ -1,0 +1,106 @@
+"""`rnnspec fmt SPEC... [--check | --diff]`: rewrite specs in canonical form.
+
+Every spec is formatted before anything is written, so a spec with errors leaves all
+files untouched (diagnostics on stderr, exit 1). Files are replaced atomically and
+keep their permissions. `-` reads stdin and writes stdout, for editors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from pathlib import Path
+
+from rnnspec.errors import SpecError
+from rnnspec.files import write_atomic
+
+STDIN = "-"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "specs", nargs="+", metavar="SPEC", help="spec files; '-' for stdin → stdout"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; show a diff and exit 1 if a spec is not canonical",
+    )
+    mode.add_argument(
+        "--diff", action="store_true", help="write nothing; show what would change"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnnspec.fmt import format_source
+
+    results: list[tuple[str, str, str]] = []  # (name, old, new)
+    failures = 0
+    for name in args.specs:
+        try:
+            old = sys.stdin.read() if name == STDIN else _read(name)
+        except OSError as exc:
+            print(f"{name}: error: cannot read: {exc.strerror}", file=sys.stderr)
+            failures += 1
+            continue
+        filename = "<stdin>" if name == STDIN else name
+        try:
+            results.append((name, old, format_source(old, filename=filename)))
+        except SpecError as exc:
+            print(exc, file=sys.stderr)
+            failures += 1
+    if failures:
+        print(f"rnnspec: {failures} spec(s) failed; nothing written", file=sys.stderr)
+        return 1
+
+    changed = [(name, old, new) for name, old, new in results if old != new]
+    if args.check or args.diff:
+        for name, old, new in changed:
+            sys.stdout.write(unified_diff(old, new, name))
+            if args.check:
+                print(f"would reformat {name}", file=sys.stderr)
+        if args.check and changed:
+            print(
+                f"rnnspec: {len(changed)} of {len(results)} spec(s) not canonical",
+                file=sys.stderr,
+            )
+            return 1
+        if args.check:
+            print(f"{len(results)} spec(s) canonical")
+        return 0
+
+    for name, old, new in results:
+        if name == STDIN:
+            sys.stdout.write(new)
+        elif old != new:
+            write_atomic(Path(name), new)
+            print(f"reformatted {name}")
+        else:
+            print(f"unchanged {name}")
+    return 0
+
+
+def _read(name: str) -> str:
+    # newline="" keeps '\r\n' visible, so a CRLF file counts as not canonical.
+    with open(name, encoding="utf-8", newline="") as handle:
+        return handle.read()
+
+
+def unified_diff(old: str, new: str, name: str) -> str:
+    """A `patch -p0` compatible diff, marking a missing final newline as diff does."""
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=name,
+            tofile=name,
+            fromfiledate="(original)",
+            tofiledate="(canonical)",
+        )
+    )
+    return "".join(
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+        for line in lines
+    )

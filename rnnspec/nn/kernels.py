@@ -1,0 +1,1075 @@
+"""From-scratch recurrent kernels: RNN (tanh/relu), LSTM, GRU and peephole LSTM.
+
+Each public class subclasses torch's own module, so parameter names, shapes, gate
+order and default initialisation are torch's by construction, and a torch state dict
+loads as is. They add a `lengths` argument and run our kernel:
+
+* layer-major: a layer (both directions) runs over the whole sequence before the next;
+* the input contribution of a layer is one matmul before the time loop;
+* every sequence batch is handled as packed rows, sorted by length, with the active
+  batch shrinking (forward direction) or growing (reverse direction) step by step like
+  `PackedSequence.batch_sizes`, so padding costs no compute; an unpadded batch is the
+  case where every step has the full batch;
+* in eager mode each layer-direction is a `torch.autograd.Function` with a hand-written
+  backward: per-step gate gradients, then the weight gradient as one matmul over all
+  steps (as cuDNN does). Under TorchScript, torch.compile and export the same steps
+  run as plain autograd code (same numbers).
+
+Packed layout: the rows of step t are `data[off_t : off_t + batch_sizes[t]]`, sorted by
+decreasing length, so a step's active sequences are always a prefix of the previous
+step's.
+"""
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ---------------------------------------------------------------------------------
+# Shared packed-row bookkeeping (every cell)
+# ---------------------------------------------------------------------------------
+
+
+def kernel_steps(batch_sizes: List[int], reverse: bool) -> List[Tuple[int, int]]:
+    """(first row, batch size) of every step, in the order the direction runs."""
+    steps: List[Tuple[int, int]] = []
+    row = 0
+    for size in batch_sizes:
+        steps.append((row, size))
+        row += size
+    if reverse:
+        steps.reverse()
+    return steps
+
+
+def kernel_state_rows(
+    prev: Tensor, init: Tensor, size: int, finished: List[Tensor]
+) -> Tensor:
+    """The (size, H) state a step starts from, given the previous step's (n, H) one.
+
+    Forward direction: the batch shrinks, rows past `size` have ended and their state
+    is final (appended to `finished`). Reverse direction: the batch grows, the new rows
+    start from their initial state `init`.
+    """
+    n = prev.shape[0]
+    if size < n:
+        finished.append(prev[size:])
+        return prev[:size]
+    if size > n:
+        return torch.cat([prev, init[n:size]])
+    return prev
+
+
+def kernel_final_rows(last: Tensor, finished: List[Tensor]) -> Tensor:
+    """(B, H) final states: the last step's rows, then the rows that ended earlier."""
+    parts = [last]
+    for k in range(len(finished)):
+        parts.append(finished[len(finished) - 1 - k])
+    return torch.cat(parts)
+
+
+def kernel_prev_rows(
+    seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
+) -> Tensor:
+    """(N, H): for every packed row, the state its step started from."""
+    parts: List[Tensor] = []
+    unused: List[Tensor] = []
+    prev = init[:0]
+    for row, size in kernel_steps(batch_sizes, reverse):
+        parts.append(kernel_state_rows(prev, init, size, unused))
+        prev = seq[row : row + size]
+    if reverse:
+        parts.reverse()
+    return torch.cat(parts)
+
+
+def kernel_state_rows_grad(
+    grad: Tensor, final_grad: Tensor, size: int, init_grads: List[Tensor]
+) -> Tensor:
+    """Adjoint of `kernel_state_rows`, run backwards through the steps.
+
+    `grad` is the gradient of the state the next-run step started from; returns the
+    gradient of this step's (size, H) output state. Rows that ended here take their
+    gradient from `final_grad`; rows that started at the next step pass theirs to the
+    initial state (appended to `init_grads`, highest rows first).
+    """
+    n = grad.shape[0]
+    if n < size:
+        return torch.cat([grad, final_grad[n:size]])
+    if n > size:
+        init_grads.append(grad[size:])
+        return grad[:size]
+    return grad
+
+
+def kernel_init_grad(init_grads: List[Tensor]) -> Tensor:
+    """(B, H) initial-state gradient from the `kernel_state_rows_grad` pieces."""
+    init_grads.reverse()
+    return torch.cat(init_grads)
+
+
+def kernel_project(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """(N, G) input contribution of every row at once: one matmul per layer."""
+    if bias is None:
+        return torch.mm(x, w_ih.t())
+    return torch.addmm(bias, x, w_ih.t())
+
+
+def kernel_packing_plan(
+    lengths: Tensor, steps: int, batch_first: bool, device: torch.device
+) -> Tuple[List[int], Tensor, Tensor]:
+    """Sort sequences by length once, as `pack_padded_sequence(enforce_sorted=False)`.
+
+    Returns the batch size of every step (longest sequence first), the original index
+    of each sorted sequence, and for each packed row its row in the padded input
+    flattened to (B*T, N) if batch_first else (T*B, N).
+    """
+    lengths = lengths.to(device=torch.device("cpu"), dtype=torch.int64)
+    batch = lengths.shape[0]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    longest = int(lengths.max())
+    valid = torch.arange(longest).unsqueeze(1) < lengths[order].unsqueeze(0)  # (T', B)
+    batch_sizes: List[int] = valid.sum(1).tolist()
+    step_rank = valid.nonzero()  # (sum(lengths), 2), step-major: the packed order
+    t = step_rank[:, 0]
+    b = order[step_rank[:, 1]]
+    rows = b * steps + t if batch_first else t * batch + b
+    return batch_sizes, order.to(device), rows.to(device)
+
+
+# ---------------------------------------------------------------------------------
+# Shared layer-major driver
+# ---------------------------------------------------------------------------------
+
+
+class KernelStackBase:
+    """Layer/direction/packing logic shared by the four kernel modules.
+
+    Mixed in before torch's module (`class CustomLSTM(KernelStackBase, nn.LSTM)`), it
+    uses torch's attributes (`_flat_weights`, `num_layers`, ...) and asks the cell
+    class for `_kernel_layer`: one direction of one layer over packed rows. States
+    travel as a list of (L*D, B, H) tensors: [h], or [h, c] for LSTMs.
+    """
+
+    def _kernel_weights(
+        self, k: int
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        """w_ih, w_hh, b_ih, b_hh of layer-direction k (torch's flat order)."""
+        n = 4 if self.bias else 2
+        w = self._flat_weights[k * n : k * n + n]
+        if self.bias:
+            return w[0], w[1], w[2], w[3]
+        return w[0], w[1], None, None
+
+    def _kernel_stack(
+        self, data: Tensor, hx: List[Tensor], batch_sizes: List[int]
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """All layers over packed rows `data` (N, input): layer-major, as torch.
+
+        Layer k > 0 reads both directions of layer k-1; dropout between layers only.
+        """
+        num_directions = 2 if self.bidirectional else 1
+        finals: List[List[Tensor]] = [[] for _ in hx]
+        for layer in range(self.num_layers):
+            outs: List[Tensor] = []
+            for direction in range(num_directions):
+                k = layer * num_directions + direction
+                out, states = self._kernel_layer(
+                    data, k, [h[k] for h in hx], batch_sizes, direction == 1
+                )
+                outs.append(out)
+                for j in range(len(states)):
+                    finals[j].append(states[j])
+            data = outs[0] if num_directions == 1 else torch.cat(outs, 1)  # (N, D*H)
+            if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
+                data = F.dropout(data, self.dropout, True)
+        return data, [torch.stack(f) for f in finals]
+
+    def _kernel_forward(
+        self,
+        input: Tensor,
+        hx: Optional[List[Tensor]],
+        lengths: Optional[Tensor],
+        n: int,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """Our kernel on a padded batch; `n` states (h or h, c) in torch's layout."""
+        self._update_flat_weights()  # as torch: weights swapped by functional_call
+        self.check_input(input, None)
+        if self.batch_first:
+            batch, steps = input.shape[0], input.shape[1]
+        else:
+            steps, batch = input.shape[0], input.shape[1]
+        if hx is None:
+            num_directions = 2 if self.bidirectional else 1
+            zeros = input.new_zeros(
+                self.num_layers * num_directions, batch, self.hidden_size
+            )
+            hx = [zeros for _ in range(n)]
+        if lengths is None:
+            x = input.transpose(0, 1) if self.batch_first else input
+            out, states = self._kernel_stack(
+                x.reshape(steps * batch, -1), hx, [batch] * steps
+            )
+            output = out.view(steps, batch, -1)  # (T, B, D*H)
+            if self.batch_first:
+                output = output.transpose(0, 1)
+            return output, states
+        batch_sizes, order, rows = kernel_packing_plan(
+            lengths, steps, self.batch_first, input.device
+        )
+        data = input.reshape(batch * steps, -1).index_select(0, rows)  # (N, input)
+        out, states = self._kernel_stack(
+            data, [h.index_select(1, order) for h in hx], batch_sizes
+        )
+        padded = out.new_zeros(batch * steps, out.shape[1]).index_copy(0, rows, out)
+        if self.batch_first:
+            output = padded.view(batch, steps, -1)
+        else:
+            output = padded.view(steps, batch, -1)
+        restore = torch.argsort(order)
+        return output, [s.index_select(1, restore) for s in states]
+
+    def _kernel_packed_sequence(self, input, hx: Optional[List[Tensor]], n: int):
+        """Our kernel on a torch `PackedSequence` (eager only): already our layout."""
+        self._update_flat_weights()
+        data, batch_sizes, sorted_indices, unsorted_indices = input
+        if hx is None:
+            num_directions = 2 if self.bidirectional else 1
+            shape = (self.num_layers * num_directions, int(batch_sizes[0]))
+            zeros = data.new_zeros(shape + (self.hidden_size,))
+            hx = [zeros for _ in range(n)]
+        elif sorted_indices is not None:
+            hx = [h.index_select(1, sorted_indices) for h in hx]
+        out, states = self._kernel_stack(data, hx, batch_sizes.tolist())
+        if unsorted_indices is not None:
+            states = [s.index_select(1, unsorted_indices) for s in states]
+        packed = nn.utils.rnn.PackedSequence(
+            out, batch_sizes, sorted_indices, unsorted_indices
+        )
+        return packed, states
+
+    def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
+        """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)."""
+        if self.impl != "auto":
+            return self.impl == "torch"
+        packed = isinstance(input, nn.utils.rnn.PackedSequence)
+        device = input.data.device if packed else input.device
+        return not (packed or lengths is not None) or device.type != "cpu"
+
+    def _kernel_torch_forward(self, input, hx, lengths: Optional[Tensor]):
+        """torch's forward (oneDNN / cuDNN), through packing when lengths are given."""
+        if lengths is None:
+            return super().forward(input, hx)  # the torch class after this mixin
+        steps = input.shape[1] if self.batch_first else input.shape[0]
+        packed = nn.utils.rnn.pack_padded_sequence(
+            input, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False
+        )
+        out, state = super().forward(packed, hx)
+        out, _ = nn.utils.rnn.pad_packed_sequence(
+            out, batch_first=self.batch_first, total_length=steps
+        )
+        return out, state
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", impl={self.impl!r}"
+
+
+def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
+    if impl not in allowed:
+        raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
+    return impl
+
+
+# ---------------------------------------------------------------------------------
+# Elman RNN (tanh / relu)
+# ---------------------------------------------------------------------------------
+
+
+class RNNKernelFunction(torch.autograd.Function):
+    """One direction of one Elman layer: h_t = act(xw_t + W_hh h_{t-1}).
+
+    Backward: act'(z) is known from h alone (1 - h² or h > 0), so each step is one
+    multiply and one matmul; dW_hh is one matmul over all steps.
+    """
+
+    @staticmethod
+    def forward(ctx, xw, w_hh, h0, batch_sizes, reverse, relu):
+        hs = torch.empty_like(xw)  # (N, H) outputs
+        w_t = w_hh.t()
+        done: List[Tensor] = []
+        h = h0[:0]
+        for row, size in kernel_steps(batch_sizes, reverse):
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h = torch.addmm(xw[row : row + size], h_prev, w_t, out=hs[row : row + size])
+            h = h.relu_() if relu else h.tanh_()
+        ctx.save_for_backward(w_hh, h0, hs)
+        ctx.plan = (batch_sizes, reverse, relu)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_hs, d_hn):
+        w_hh, h0, hs = ctx.saved_tensors
+        batch_sizes, reverse, relu = ctx.plan
+        act_grad = (hs > 0).to(hs.dtype) if relu else 1 - hs * hs  # (N, H)
+        dz = torch.empty_like(hs)  # (N, H) pre-activation gradients
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
+            rows = slice(row, row + size)
+            dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_hs[rows]
+            dh = torch.mul(dh, act_grad[rows], out=dz[rows]) @ w_hh
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)
+        return dz, d_whh, kernel_init_grad(init_grads), None, None, None
+
+
+def rnn_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    relu: bool,
+) -> Tuple[Tensor, Tensor]:
+    """RNNKernelFunction's forward step for step, left to autograd."""
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+        z = torch.addmm(xs[t], h_prev, w_t)
+        h = torch.relu(z) if relu else torch.tanh(z)
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def rnn_kernel_layer(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    relu: bool,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one Elman layer-direction."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return rnn_kernel_plain(xw, w_hh, h0, batch_sizes, reverse, relu)
+    out, h_n = RNNKernelFunction.apply(xw, w_hh, h0, batch_sizes, reverse, relu)
+    return out, h_n
+
+
+class CustomRNN(KernelStackBase, nn.RNN):
+    """`nn.RNN` with our kernel: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
+
+    act is tanh or relu. Same parameters as nn.RNN; `forward(input, hx, lengths)`.
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        impl: str = "custom",
+        nonlinearity: str = "tanh",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            nonlinearity=nonlinearity,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+        )
+        self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        xw = kernel_project(x, w_ih, bias)  # (N, H)
+        relu = self.nonlinearity == "relu"
+        out, h_n = rnn_kernel_layer(xw, w_hh, state[0], batch_sizes, reverse, relu)
+        return out, [h_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            if self._kernel_defers_to_torch(input, lengths):
+                return self._kernel_torch_forward(input, hx, lengths)
+            if isinstance(input, nn.utils.rnn.PackedSequence):
+                out, s = self._kernel_packed_sequence(
+                    input, None if hx is None else [hx], 1
+                )
+                return out, s[0]
+        if hx is not None:
+            self.check_forward_args(input, hx, None)
+        output, states = self._kernel_forward(
+            input, None if hx is None else [hx], lengths, 1
+        )
+        return output, states[0]
+
+
+# ---------------------------------------------------------------------------------
+# LSTM
+# ---------------------------------------------------------------------------------
+
+
+class LSTMKernelFunction(torch.autograd.Function):
+    """One direction of one LSTM layer; gates i, f, g, o as torch.
+
+    Forward saves the activated gates, c_t and tanh(c_t). Backward first forms, for
+    all steps at once, every factor that does not depend on the recurrence:
+        dz_{i,f,g} = dc_t * P_{i,f,g},  dz_o = dh_t * P_o,  dc_t += dh_t * K
+    with P = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c_t) σ'(o)], K = o tanh'(c_t),
+    so a step costs one matmul and five small elementwise ops.
+    """
+
+    @staticmethod
+    def forward(ctx, xw, w_hh, h0, c0, batch_sizes, reverse):
+        H = h0.shape[1]
+        gates = torch.empty_like(xw)  # (N, 4H) i, f, g, o after activation
+        cs = xw.new_empty(xw.shape[0], H)  # (N, H) c_t
+        tcs = torch.empty_like(cs)  # (N, H) tanh(c_t)
+        hs = torch.empty_like(cs)  # (N, H) h_t: the output
+        w_t = w_hh.t()
+        h_done: List[Tensor] = []
+        c_done: List[Tensor] = []
+        h, c = h0[:0], c0[:0]
+        for row, size in kernel_steps(batch_sizes, reverse):
+            rows = slice(row, row + size)
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            a = torch.addmm(xw[rows], h_prev, w_t, out=gates[rows])  # (size, 4H)
+            a[:, : 2 * H].sigmoid_()
+            a[:, 2 * H : 3 * H].tanh_()
+            a[:, 3 * H :].sigmoid_()
+            i, f, g, o = a.chunk(4, 1)
+            c = torch.mul(f, c_prev, out=cs[rows]).addcmul_(i, g)
+            h = torch.mul(o, torch.tanh(c, out=tcs[rows]), out=hs[rows])
+        ctx.save_for_backward(w_hh, h0, c0, gates, cs, tcs, hs)
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_hs, d_hn, d_cn):
+        w_hh, h0, c0, gates, cs, tcs, hs = ctx.saved_tensors
+        batch_sizes, reverse = ctx.plan
+        H = h0.shape[1]
+        i, f, g, o = gates.chunk(4, 1)
+        c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
+        P = torch.cat(
+            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tcs * o * (1 - o)],
+            1,
+        )  # (N, 4H)
+        K = o * (1 - tcs * tcs)  # (N, H)
+        dz = torch.empty_like(gates)  # (N, 4H) gate pre-activation gradients
+        h_grads: List[Tensor] = []
+        c_grads: List[Tensor] = []
+        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
+        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
+            rows = slice(row, row + size)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_hs[rows]
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, K[rows])
+            dzt = dz[rows]  # (size, 4H)
+            torch.mul(  # dz_{i,f,g} = dc * P_{i,f,g}
+                P[rows, : 3 * H].view(size, 3, H),
+                dc.unsqueeze(1),
+                out=dzt[:, : 3 * H].view(size, 3, H),
+            )
+            torch.mul(dh, P[rows, 3 * H :], out=dzt[:, 3 * H :])
+            dh = dzt @ w_hh  # (size, H)
+            dc = dc * f[rows]
+        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
+        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
+        return dz, d_whh, dh0, dc0, None, None
+
+
+def lstm_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """LSTMKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    hs: List[Tensor] = []
+    h_done: List[Tensor] = []
+    c_done: List[Tensor] = []
+    h, c = h0[:0], c0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        h_prev = kernel_state_rows(h, h0, batch_sizes[t], h_done)
+        c_prev = kernel_state_rows(c, c0, batch_sizes[t], c_done)
+        a = torch.addmm(xs[t], h_prev, w_t)  # (size, 4H)
+        i, f = a[:, : 2 * H].sigmoid().chunk(2, 1)
+        g = a[:, 2 * H : 3 * H].tanh()
+        o = a[:, 3 * H :].sigmoid()
+        c = torch.addcmul(f * c_prev, i, g)
+        h = o * torch.tanh(c)
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+
+def lstm_kernel_layer(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final h, c of one LSTM layer-direction."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse)
+    out, h_n, c_n = LSTMKernelFunction.apply(xw, w_hh, h0, c0, batch_sizes, reverse)
+    return out, h_n, c_n
+
+
+class CustomLSTM(KernelStackBase, nn.LSTM):
+    """`nn.LSTM` with our kernel; gates as torch (x = input, h = previous state):
+
+    i = σ(W_ii x + b_ii + W_hi h + b_hi)    f = σ(W_if x + b_if + W_hf h + b_hf)
+    g = tanh(W_ig x + b_ig + W_hg h + b_hg) o = σ(W_io x + b_io + W_ho h + b_ho)
+    c' = f ⊙ c + i ⊙ g                      h' = o ⊙ tanh(c')
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        impl: str = "custom",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+        )
+        self.impl = kernel_check_impl(impl, self._kernel_impls())
+
+    def _kernel_impls(self) -> Tuple[str, ...]:
+        return ("custom", "auto", "torch")
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        xw = kernel_project(x, w_ih, bias)  # (N, 4H)
+        out, h_n, c_n = lstm_kernel_layer(
+            xw, w_hh, state[0], state[1], batch_sizes, reverse
+        )
+        return out, [h_n, c_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tuple[Tensor, Tensor]] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        if not torch.jit.is_scripting():
+            if self._kernel_defers_to_torch(input, lengths):
+                return self._kernel_torch_forward(input, hx, lengths)
+            if isinstance(input, nn.utils.rnn.PackedSequence):
+                states = None if hx is None else [hx[0], hx[1]]
+                out, s = self._kernel_packed_sequence(input, states, 2)
+                return out, (s[0], s[1])
+        if hx is not None:
+            self.check_forward_args(input, hx, None)
+        output, states = self._kernel_forward(
+            input, None if hx is None else [hx[0], hx[1]], lengths, 2
+        )
+        return output, (states[0], states[1])
+
+
+# ---------------------------------------------------------------------------------
+# Peephole LSTM
+# ---------------------------------------------------------------------------------
+
+
+class PeepholeKernelFunction(torch.autograd.Function):
+    """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
+
+    Backward as LSTMKernelFunction, plus the peephole paths: dc_t += dz_o p_o and
+    dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over all
+    steps after the loop.
+    """
+
+    @staticmethod
+    def forward(ctx, xw, w_hh, peep, h0, c0, batch_sizes, reverse):
+        H = h0.shape[1]
+        p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
+        gates = torch.empty_like(xw)  # (N, 4H) i, f, g, o after activation
+        cs = xw.new_empty(xw.shape[0], H)  # (N, H) c_t
+        tcs = torch.empty_like(cs)  # (N, H) tanh(c_t)
+        hs = torch.empty_like(cs)  # (N, H) h_t: the output
+        w_t = w_hh.t()
+        h_done: List[Tensor] = []
+        c_done: List[Tensor] = []
+        h, c = h0[:0], c0[:0]
+        for row, size in kernel_steps(batch_sizes, reverse):
+            rows = slice(row, row + size)
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            a = torch.addmm(xw[rows], h_prev, w_t, out=gates[rows])  # (size, 4H)
+            a_if = a[:, : 2 * H].view(size, 2, H)
+            a_if.addcmul_(c_prev.unsqueeze(1), p_if).sigmoid_()  # i, f see c_{t-1}
+            a[:, 2 * H : 3 * H].tanh_()
+            i, f, g, o = a.chunk(4, 1)
+            c = torch.mul(f, c_prev, out=cs[rows]).addcmul_(i, g)
+            o.addcmul_(c, p_o).sigmoid_()  # o sees c_t
+            h = torch.mul(o, torch.tanh(c, out=tcs[rows]), out=hs[rows])
+        ctx.save_for_backward(w_hh, peep, h0, c0, gates, cs, tcs, hs)
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_hs, d_hn, d_cn):
+        w_hh, peep, h0, c0, gates, cs, tcs, hs = ctx.saved_tensors
+        batch_sizes, reverse = ctx.plan
+        H = h0.shape[1]
+        p_i, p_f, p_o = peep.chunk(3)
+        i, f, g, o = gates.chunk(4, 1)
+        c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
+        P = torch.cat(
+            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tcs * o * (1 - o)],
+            1,
+        )  # (N, 4H)
+        K = o * (1 - tcs * tcs)  # (N, H)
+        dz = torch.empty_like(gates)  # (N, 4H) gate pre-activation gradients
+        h_grads: List[Tensor] = []
+        c_grads: List[Tensor] = []
+        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
+        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
+            rows = slice(row, row + size)
+            dzt = dz[rows]  # (size, 4H)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_hs[rows]
+            dz_o = torch.mul(dh, P[rows, 3 * H :], out=dzt[:, 3 * H :])
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, K[rows])
+            dc.addcmul_(dz_o, p_o)
+            torch.mul(  # dz_{i,f,g} = dc * P_{i,f,g}
+                P[rows, : 3 * H].view(size, 3, H),
+                dc.unsqueeze(1),
+                out=dzt[:, : 3 * H].view(size, 3, H),
+            )
+            dh = dzt @ w_hh  # (size, H)
+            dc = (
+                (dc * f[rows])
+                .addcmul_(dzt[:, :H], p_i)
+                .addcmul_(dzt[:, H : 2 * H], p_f)
+            )
+        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
+        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        d_peep = torch.cat(
+            [
+                (dz[:, :H] * c_prev).sum(0),
+                (dz[:, H : 2 * H] * c_prev).sum(0),
+                (dz[:, 3 * H :] * cs).sum(0),
+            ]
+        )
+        dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
+        return dz, d_whh, d_peep, dh0, dc0, None, None
+
+
+def peephole_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    peep: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """PeepholeKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    hs: List[Tensor] = []
+    h_done: List[Tensor] = []
+    c_done: List[Tensor] = []
+    h, c = h0[:0], c0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, h_done)
+        c_prev = kernel_state_rows(c, c0, size, c_done)
+        a = torch.addmm(xs[t], h_prev, w_t)  # (size, 4H)
+        a_if = a[:, : 2 * H].view(size, 2, H).addcmul(c_prev.unsqueeze(1), p_if)
+        i, f = a_if.sigmoid().view(size, 2 * H).chunk(2, 1)
+        g = a[:, 2 * H : 3 * H].tanh()
+        c = torch.addcmul(f * c_prev, i, g)
+        o = a[:, 3 * H :].addcmul(c, p_o).sigmoid()
+        h = o * torch.tanh(c)
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+
+def peephole_kernel_layer(
+    xw: Tensor,
+    w_hh: Tensor,
+    peep: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final h, c of one peephole layer-direction."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse)
+    out, h_n, c_n = PeepholeKernelFunction.apply(
+        xw, w_hh, peep, h0, c0, batch_sizes, reverse
+    )
+    return out, h_n, c_n
+
+
+class PeepholeLSTM(CustomLSTM):
+    """LSTM with peephole connections (after Gers & Schmidhuber), c = previous cell:
+
+        i = σ(W_ii x + b_ii + W_hi h + b_hi + p_i ⊙ c)
+        f = σ(W_if x + b_if + W_hf h + b_hf + p_f ⊙ c)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+        c' = f ⊙ c + i ⊙ g
+        o = σ(W_io x + b_io + W_ho h + b_ho + p_o ⊙ c')
+        h' = o ⊙ tanh(c')
+
+    torch's LSTM parameters plus `weight_ch_l{k}[_reverse]` (3H,) = [p_i, p_f, p_o],
+    drawn U(-1/√H, 1/√H) after torch's own init. A plain nn.LSTM state dict loads
+    (peepholes set to zero): it then computes exactly that LSTM. Always our kernel.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        impl: str = "custom",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            impl,
+        )
+        suffixes = ["", "_reverse"] if bidirectional else [""]
+        names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
+        self._peephole_names = names
+        bound = 1.0 / math.sqrt(hidden_size)
+        for name in names:
+            weight = nn.Parameter(torch.empty(3 * hidden_size))
+            nn.init.uniform_(weight, -bound, bound)
+            setattr(self, name, weight)
+        self._init_flat_weights()
+
+    def _kernel_impls(self) -> Tuple[str, ...]:
+        return ("custom", "auto")  # torch has no peephole LSTM
+
+    def _init_flat_weights(self) -> None:
+        # torch refreshes its weight list here (init, .to(), changed weights); keep
+        # ours with it, as a plain list so that TorchScript sees List[Tensor]
+        super()._init_flat_weights()
+        names = getattr(self, "_peephole_names", [])
+        self._flat_peepholes = [getattr(self, n) for n in names if hasattr(self, n)]
+
+    def _weights_have_changed(self) -> bool:
+        peepholes = zip(self._flat_peepholes, self._peephole_names, strict=True)
+        replaced = any(p is not getattr(self, n) for p, n in peepholes)
+        return replaced or super()._weights_have_changed()
+
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ):
+        # a plain LSTM's state dict has no peepholes: load it as p = 0
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        for name in self._peephole_names:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+                with torch.no_grad():
+                    getattr(self, name).zero_()
+
+    def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
+        return False
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        xw = kernel_project(x, w_ih, bias)  # (N, 4H)
+        peep = self._flat_peepholes[k]
+        out, h_n, c_n = peephole_kernel_layer(
+            xw, w_hh, peep, state[0], state[1], batch_sizes, reverse
+        )
+        return out, [h_n, c_n]
+
+
+# ---------------------------------------------------------------------------------
+# GRU
+# ---------------------------------------------------------------------------------
+
+
+class GRUKernelFunction(torch.autograd.Function):
+    """One direction of one GRU layer; gates r, z, n as torch.
+
+    Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a step is dh_t times a
+    factor known from the forward (Q below), so a step costs two elementwise ops and
+    one matmul; the input-side gradients are formed after the loop for all steps.
+    """
+
+    @staticmethod
+    def forward(ctx, xw, w_hh, b_hh, h0, batch_sizes, reverse):
+        H = h0.shape[1]
+        gates = torch.empty_like(xw)  # (N, 3H) r, z, n after activation
+        hws = torch.empty_like(xw)  # (N, 3H) W_hh h_{t-1} + b_hh
+        hs = xw.new_empty(xw.shape[0], H)  # (N, H) outputs
+        w_t = w_hh.t()
+        done: List[Tensor] = []
+        h = h0[:0]
+        for row, size in kernel_steps(batch_sizes, reverse):
+            rows = slice(row, row + size)
+            h_prev = kernel_state_rows(h, h0, size, done)
+            if b_hh is None:
+                hw = torch.mm(h_prev, w_t, out=hws[rows])  # (size, 3H)
+            else:
+                hw = torch.addmm(b_hh, h_prev, w_t, out=hws[rows])
+            x, a = xw[rows], gates[rows]
+            rz = torch.add(x[:, : 2 * H], hw[:, : 2 * H], out=a[:, : 2 * H]).sigmoid_()
+            r, z = rz.chunk(2, 1)
+            n = torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :], out=a[:, 2 * H :])
+            n.tanh_()
+            h = torch.addcmul(n, z, h_prev - n, out=hs[rows])  # (1 - z) n + z h
+        ctx.save_for_backward(w_hh, b_hh, h0, gates, hws, hs)
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_hs, d_hn):
+        w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
+        batch_sizes, reverse = ctx.plan
+        H = h0.shape[1]
+        r, z, n = gates.chunk(3, 1)
+        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
+        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh_t
+        q_a = torch.cat(  # da / dh_t for a = W_hh h_{t-1} + b_hh
+            [q_n * hws[:, 2 * H :] * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r],
+            1,
+        )  # (N, 3H)
+        da = torch.empty_like(gates)  # (N, 3H)
+        dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
+            rows = slice(row, row + size)
+            dh = torch.add(
+                kernel_state_rows_grad(dh, d_hn, size, init_grads),
+                d_hs[rows],
+                out=dhs[rows],
+            )
+            dat = torch.mul(
+                q_a[rows].view(size, 3, H),
+                dh.unsqueeze(1),
+                out=da[rows].view(size, 3, H),
+            ).view(size, 3 * H)
+            dh = torch.addmm(dh * z[rows], dat, w_hh)  # (size, H)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        d_xw = torch.cat([da[:, : 2 * H], dhs * q_n], 1)  # r, z shared with a
+        d_whh = da.t() @ h_prev  # (3H, H)
+        d_bhh = da.sum(0) if b_hh is not None else None
+        return d_xw, d_whh, d_bhh, kernel_init_grad(init_grads), None, None
+
+
+def gru_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor]:
+    """GRUKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+        if b_hh is None:
+            hw = torch.mm(h_prev, w_t)  # (size, 3H)
+        else:
+            hw = torch.addmm(b_hh, h_prev, w_t)
+        x = xs[t]
+        r, z = torch.add(x[:, : 2 * H], hw[:, : 2 * H]).sigmoid().chunk(2, 1)
+        n = torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :]).tanh()
+        h = torch.addcmul(n, z, h_prev - n)
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def gru_kernel_layer(
+    xw: Tensor,
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+    out, h_n = GRUKernelFunction.apply(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+    return out, h_n
+
+
+class CustomGRU(KernelStackBase, nn.GRU):
+    """`nn.GRU` with our kernel; gates as torch (x = input, h = previous state):
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr)    z = σ(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+    h' = (1 - z) ⊙ n + z ⊙ h
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        impl: str = "custom",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+        )
+        self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        xw = kernel_project(x, w_ih, b_ih)  # (N, 3H); b_hh stays inside r ⊙ (...)
+        out, h_n = gru_kernel_layer(xw, w_hh, b_hh, state[0], batch_sizes, reverse)
+        return out, [h_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        if not torch.jit.is_scripting():
+            if self._kernel_defers_to_torch(input, lengths):
+                return self._kernel_torch_forward(input, hx, lengths)
+            if isinstance(input, nn.utils.rnn.PackedSequence):
+                out, s = self._kernel_packed_sequence(
+                    input, None if hx is None else [hx], 1
+                )
+                return out, s[0]
+        if hx is not None:
+            self.check_forward_args(input, hx, None)
+        output, states = self._kernel_forward(
+            input, None if hx is None else [hx], lengths, 1
+        )
+        return output, states[0]
