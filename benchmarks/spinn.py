@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/spinn.py                      # the default grid
     .venv/bin/python benchmarks/spinn.py --hidden 128 --tracker 0,64 --repeats 7
+    .venv/bin/python benchmarks/spinn.py --trees right   # deep stacks
 
 For each (hidden, tracker) setting, one batch of B ListOps trees goes through a
 SpinnModel with a 10-class head: forward, summed cross-entropy, backward. "batched"
@@ -13,6 +14,7 @@ of process CPU time (the latter is steadier on a shared machine), and their rati
 
 import argparse
 import platform
+import random
 import statistics
 import sys
 import time
@@ -24,7 +26,13 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnnspec.nn.spinn import SpinnModel  # noqa: E402
-from rnnspec.trees import batch_trees, generate_listops, listops_vocab  # noqa: E402
+from rnnspec.trees import (  # noqa: E402
+    REDUCE,
+    SHIFT,
+    batch_trees,
+    generate_listops,
+    listops_vocab,
+)
 
 
 def timed(fn, repeats):
@@ -39,19 +47,33 @@ def timed(fn, repeats):
     return statistics.median(wall), statistics.median(cpu)
 
 
+def right_branching(args):
+    """Deep stacks: ( a ( a ( a ... ) ) ) with min-max leaves, random labels."""
+    rng = random.Random(args.seed)
+    trees = []
+    for _ in range(args.batch):
+        n = rng.randint(args.min_length, args.max_length)
+        trees.append((["5"] * n, [SHIFT] * n + [REDUCE] * (n - 1)))
+    return trees, [rng.randrange(10) for _ in trees]
+
+
 def run(args, hidden, tracker):
-    examples = generate_listops(
-        args.batch,
-        seed=args.seed,
-        max_depth=args.max_depth,
-        min_length=args.min_length,
-        max_length=args.max_length,
-    )
+    if args.trees == "listops":
+        examples = generate_listops(
+            args.batch,
+            seed=args.seed,
+            max_depth=args.max_depth,
+            min_length=args.min_length,
+            max_length=args.max_length,
+        )
+        trees = [(ex.tokens, ex.transitions) for ex in examples]
+        labels = torch.tensor([ex.label for ex in examples])
+    else:
+        trees, label_list = right_branching(args)
+        labels = torch.tensor(label_list)
     vocab = listops_vocab()
-    trees = [(ex.tokens, ex.transitions) for ex in examples]
     tokens, transitions = batch_trees(trees, vocab)
     singles = [batch_trees([tree], vocab) for tree in trees]
-    labels = torch.tensor([ex.label for ex in examples])
     torch.manual_seed(0)
     model = SpinnModel(
         len(vocab), args.embed, hidden, tracker_size=tracker,
@@ -77,7 +99,7 @@ def run(args, hidden, tracker):
 
     b_wall, b_cpu = timed(batched, args.repeats)
     s_wall, s_cpu = timed(one_at_a_time, args.repeats)
-    lengths = [len(ex.tokens) for ex in examples]
+    lengths = [len(tok) for tok, _ in trees]
     return {
         "hidden": hidden,
         "tracker": tracker,
@@ -90,6 +112,7 @@ def run(args, hidden, tracker):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", choices=["listops", "right"], default="listops")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--embed", type=int, default=64)
     parser.add_argument("--hidden", default="64,128", help="comma-separated")
@@ -104,8 +127,9 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(
         f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} thread(s); B={args.batch}, embed={args.embed}, ListOps "
-        f"depth<={args.max_depth}, {args.min_length}-{args.max_length} tokens, "
+        f"{args.threads} thread(s); B={args.batch}, embed={args.embed}, "
+        + (f"ListOps depth<={args.max_depth}, " if args.trees == "listops" else "")
+        + f"{args.trees} trees of {args.min_length}-{args.max_length} tokens, "
         f"medians of {args.repeats}"
     )
     print(

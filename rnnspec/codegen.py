@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import textwrap
 from typing import Any
 
 import jinja2
@@ -58,7 +59,7 @@ def render_model(spec: ModelSpec) -> str:
         .render(
             name=spec.name,
             base=plan.callee,
-            summary=spec.summary(),
+            summary_lines=textwrap.wrap(spec.summary(), width=80),
             spec_lines=spec.to_source().rstrip("\n").splitlines(),
             arguments=arguments,
         )

@@ -307,8 +307,6 @@ def fit_vocab(
             "it is bidirectional (`directions 2`): its output at a step would see "
             "the token it has to predict"
         )
-    if spec.attention is not None and spec.attention.mask not in ("causal", "strict"):
-        problems.append("its attention is not causal")
     if problems:
         raise TrainError(
             f"model {spec.name} is not a language model: {'; '.join(problems)}"
@@ -372,6 +370,22 @@ class Distributed:
         )
 
 
+def cpu_threads() -> int:
+    """torch's thread count, lowered to the cores other processes leave idle.
+
+    On a busy machine, torch's threads wait on each other at every small parallel
+    op of a recurrent step: one thread per idle core (at least one) runs several
+    times faster there, and as fast as before on an idle machine.
+    """
+    threads = torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Linux/macOS
+        return threads
+    return max(1, min(threads, round(cores - load)))
+
+
 def resolve_device(name: str, dist: Distributed) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -396,6 +410,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "lr": 3e-3,
     "weight_decay": 0.01,
     "clip": 1.0,
+    "warmup": 20,
     "seed": 0,
     "val_fraction": 0.05,
 }
@@ -417,9 +432,11 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     clip: float | None = None  # max gradient norm; 0 disables clipping
+    warmup: int | None = None  # steps of linear learning-rate warmup
     seed: int | None = None
     val_fraction: float | None = None
     device: str = "auto"
+    threads: int | None = None  # CPU threads; None: auto (see cpu_threads)
     amp: str = "auto"  # auto (bf16, or fp16 + GradScaler, on CUDA) | off | bf16 | fp16
     checkpoint_every: int = 100
     resume: bool = False
@@ -464,6 +481,8 @@ def _settings(config: TrainConfig, saved: dict[str, Any] | None) -> dict[str, An
     for name in ("seq_len", "batch_size"):
         if settings[name] < 1:
             raise TrainError(f"{name} must be >= 1, got {settings[name]}")
+    if settings["warmup"] < 0:
+        raise TrainError(f"warmup must be >= 0, got {settings['warmup']}")
     if not 0 < settings["val_fraction"] < 1:
         raise TrainError(
             f"val_fraction must be in (0, 1), got {settings['val_fraction']}"
@@ -535,10 +554,65 @@ def train(config: TrainConfig) -> TrainResult:
     if tdist.is_available() and tdist.is_initialized():
         dist = Distributed(tdist.get_world_size(), tdist.get_rank(), dist.local_rank)
     device = resolve_device(config.device, dist)
+    if config.threads is not None and config.threads < 1:
+        raise TrainError(f"threads must be >= 1, got {config.threads}")
+    if device.type == "cpu":
+        torch.set_num_threads(config.threads or cpu_threads())
     amp_dtype = _amp(config, device)
+
+    created_group = False
+    if dist.world > 1 and not tdist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created_group = True
+    try:
+        return _train(config, dist, device, amp_dtype)
+    finally:
+        if created_group:
+            tdist.destroy_process_group()
+
+
+def _on_rank0(dist: Distributed, work):
+    """`work()` on rank 0 alone, its result (or TrainError) sent to every rank.
+
+    So only rank 0 needs OUT: nodes need no shared filesystem, even to resume.
+    """
+    if dist.world == 1:
+        return work()
+    import torch.distributed as tdist
+
+    message: list[Any] = [None]
+    if dist.main:
+        try:
+            message = [("ok", work())]
+        except TrainError as exc:
+            message = [("error", str(exc))]
+    tdist.broadcast_object_list(message, src=0)
+    kind, value = message[0]
+    if kind == "error":
+        raise TrainError(value)
+    return value
+
+
+def _train(
+    config: TrainConfig,
+    dist: Distributed,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> TrainResult:
+    import torch.distributed as tdist
+
+    from rnnspec.runtime import instantiate
+
+    def say(message: str) -> None:
+        if dist.main:
+            _write(message, bar)
+
+    bar = None
     base, spec_source = load_spec(config.spec, config.model)
     out = Path(config.out or Path("runs") / base.name)
-    saved = _prepare_out(out, config)
+    saved = _on_rank0(dist, lambda: _prepare_out(out, config))
     settings = _settings(config, saved["settings"] if saved else None)
     if settings["model"] is not None and settings["model"] != base.name:
         base, spec_source = load_spec(config.spec, settings["model"])
@@ -549,12 +623,11 @@ def train(config: TrainConfig) -> TrainResult:
     vocab = Vocab.build(lines, settings["tokens"])
     if len(vocab) < 2:
         raise TrainError(f"{description} has fewer than 2 distinct tokens")
-    if saved is not None:
-        if saved["data_sha256"] != _sha256(text):
-            raise TrainError(
-                f"{description} is not the text the run in {out} was trained on "
-                f"({saved['data']})"
-            )
+    if saved is not None and saved["data_sha256"] != _sha256(text):
+        raise TrainError(
+            f"{description} is not the text the run in {out} was trained on "
+            f"({saved['data']})"
+        )
     spec, note = fit_vocab(base, len(vocab), config.strict_vocab)
     if saved is not None and saved["spec"] != spec.model_dump():
         raise TrainError(
@@ -574,50 +647,6 @@ def train(config: TrainConfig) -> TrainResult:
     train_set = TextDataset(sequences[:-n_val])
     val_set = TextDataset(sequences[-n_val:])
 
-    created_group = False
-    if dist.world > 1 and not tdist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        created_group = True
-    try:
-        return _train(
-            config, settings, dist, device, amp_dtype, spec, spec_source, out,
-            saved, text, description, vocab, train_set, val_set, notes,
-        )  # fmt: skip
-    finally:
-        if created_group:
-            tdist.destroy_process_group()
-
-
-def _train(
-    config: TrainConfig,
-    settings: dict[str, Any],
-    dist: Distributed,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    spec: ModelSpec,
-    spec_source: str,
-    out: Path,
-    saved: dict[str, Any] | None,
-    text: str,
-    description: str,
-    vocab: Vocab,
-    train_set: TextDataset,
-    val_set: TextDataset,
-    notes: list[str],
-) -> TrainResult:
-    import torch.distributed as tdist
-
-    from rnnspec.runtime import instantiate
-
-    def say(message: str) -> None:
-        if dist.main:
-            _write(message, bar)
-
-    bar = None
-    if dist.world > 1:
-        tdist.barrier()  # every rank has checked OUT before rank 0 touches it
     if dist.main:
         if config.force and saved is None:
             for name in RUN_FILES:
@@ -640,12 +669,20 @@ def _train(
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
+        if saved["scaler"] and scaler.is_enabled():  # empty when saved without fp16
+            scaler.load_state_dict(saved["scaler"])
         start = saved["step"]
         losses = list(saved["losses"])
-        rng = saved["rng"]
-        _set_rng_state(rng[dist.rank] if len(rng) == dist.world else rng[0], device)
         say(f"resuming {out} at step {start} (loss {losses[-1]:.4f})")
+        if len(saved["rng"]) == dist.world:
+            _set_rng_state(saved["rng"][dist.rank], device)
+        else:
+            torch.manual_seed(seed + dist.rank + 1_000_003 * start)
+            random.seed(seed + dist.rank + 1_000_003 * start)
+            say(
+                f"note: the run had {len(saved['rng'])} process(es), this has "
+                f"{dist.world}: batches and dropout differ from an uninterrupted run"
+            )
     else:
         torch.manual_seed(seed + dist.rank)  # dropout differs across ranks
         random.seed(seed + dist.rank)
@@ -664,13 +701,14 @@ def _train(
     )
     if dist.main:
         say(
-            f"training {spec.name} ({spec.summary()} "
+            f"training {spec.name} ({spec.summary().rstrip('.')}; "
             f"{sum(p.numel() for p in model.parameters()):,} parameters) on "
             f"{description}: {train_set.tokens():,} train / {val_set.tokens():,} "
             f"validation tokens, vocab {len(vocab)}, {len(sampler)} batches of "
             f"{settings['batch_size']} per epoch"
             + (f" x {dist.world} processes" if dist.world > 1 else "")
             + f", device {device}"
+            + (_threads_note() if device.type == "cpu" else "")
             + (f", autocast {str(amp_dtype).split('.')[-1]}" if amp_dtype else "")
         )
     if start >= config.steps:
@@ -702,6 +740,8 @@ def _train(
         if settings["clip"] > 0:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), settings["clip"])
+        for group in optimizer.param_groups:  # a function of the step: resumable
+            group["lr"] = settings["lr"] * min(1.0, step / max(settings["warmup"], 1))
         scaler.step(optimizer)
         scaler.update()
 
@@ -737,16 +777,22 @@ def _train(
             spec, spec_source, vocab, text, description, config,
         )  # fmt: skip
 
-    val_loss = evaluate(model, spec, val_set, settings["batch_size"], device, amp_dtype)
+    val_loss = _on_rank0(
+        dist,
+        lambda: evaluate(
+            model, spec, val_set, settings["batch_size"], device, amp_dtype
+        ),
+    )
     val_ppl = math.exp(min(val_loss, 700.0))
     tokens_per_s = session_tokens / session_time if session_time else 0.0
     if dist.main:
         if step > start:
-            first = losses[start] if start < len(losses) else float("nan")
+            n = min(10, step - start)
+            first, last = _mean(losses[start : start + n]), _mean(losses[-n:])
             say(
-                f"steps {start + 1}-{step}: train loss {first:.4f} -> "
-                f"{losses[-1]:.4f} (last 10 steps: {_mean(losses[-10:]):.4f}), "
-                f"{tokens_per_s:,.0f} tokens/s, {session_time:.1f} s"
+                f"steps {start + 1}-{step}: train loss {first:.4f} (mean of the first "
+                f"{n}) -> {last:.4f} (of the last {n}), {tokens_per_s:,.0f} tokens/s, "
+                f"{session_time:.1f} s"
             )
         say(
             f"validation: loss {val_loss:.4f}, perplexity {val_ppl:.2f} "
@@ -826,6 +872,11 @@ def evaluate(
         count += int(lengths.sum())
     model.train(was_training)
     return total / count
+
+
+def _threads_note() -> str:
+    threads = torch.get_num_threads()
+    return f", {threads} thread{'s' if threads != 1 else ''}"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -967,14 +1018,15 @@ def generate(
     device = next(model.parameters()).device
     ids = list(prompt)
     stateful = spec.attention is None
-    logits, state = _forward(
-        model, spec, torch.tensor([ids[-context:]], device=device), None
-    )
-    generated = []
-    for _ in range(length):
+    first = ids if stateful else ids[-context:]
+    logits, state = _forward(model, spec, torch.tensor([first], device=device), None)
+    generated: list[int] = []
+    for i in range(length):
         token = _pick(logits[0, -1].float(), temperature, top_k, generator)
         generated.append(token)
         ids.append(token)
+        if i == length - 1:
+            break
         if stateful:
             x = torch.tensor([[token]], device=device)
             logits, state = _forward(model, spec, x, None, state)

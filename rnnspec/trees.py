@@ -86,6 +86,9 @@ def tree_to_string(tokens: Sequence[str], transitions: Sequence[int]) -> str:
 class Vocab:
     """Token ↔ id map with `<pad>` = 0 and `<unk>` = 1."""
 
+    pad_index = 0
+    unk_index = 1
+
     def __init__(self, tokens: Iterable[str]):
         self.itos: List[str] = ["<pad>", "<unk>"]
         self.stoi: Dict[str, int] = {"<pad>": 0, "<unk>": 1}
@@ -93,9 +96,6 @@ class Vocab:
             if tok not in self.stoi:
                 self.stoi[tok] = len(self.itos)
                 self.itos.append(tok)
-
-    pad_index = 0
-    unk_index = 1
 
     @classmethod
     def from_sequences(cls, sequences: Iterable[Sequence[str]]) -> Vocab:

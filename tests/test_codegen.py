@@ -93,10 +93,12 @@ def example_inputs(spec):
     torch.manual_seed(0)
     batch, steps = 3, 6
     if spec.encoder == "spinn":
-        from rnnspec.trees import batch_trees
+        from rnnspec.trees import Vocab, batch_trees, parse_tree
 
-        trees = ["( ( a b ) c )", "( a ( b ( c d ) ) )", "( a b )"]
-        tokens, transitions = batch_trees(trees, vocab_size=spec.input.vocab)
+        texts = ["( ( a b ) c )", "( a ( b ( c d ) ) )", "( a b )"]
+        trees = [parse_tree(text) for text in texts]
+        vocab = Vocab(tok for tokens, _ in trees for tok in tokens)
+        tokens, transitions = batch_trees(trees, vocab)
         args = (tokens, transitions)
         if spec.head is not None and spec.head.pair:
             args = args + args

@@ -217,6 +217,24 @@ def test_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def test_gradients_with_frozen_parts():
+    """Reduce/tracker gradients do not depend on whether the leaves need grad."""
+    _, _, tokens, transitions = tree_batch(SIZES, seed=6)
+    model = make_model(tracker=3, dtype=torch.float64)
+    model.encode(tokens, transitions)[0].sum().backward()
+    full = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    model.embedding.requires_grad_(False)
+    model.encoder.projection.requires_grad_(False)
+    model.encode(tokens, transitions)[0].sum().backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, full[name], atol=1e-12, rtol=0)
+    model.encoder.requires_grad_(False)
+    h, _ = model.encode(tokens, transitions)
+    assert not h.requires_grad
+
+
 def test_submodules_follow_the_contract():
     model = SpinnModel(20, 6, 5, tracker_size=3, head="classes", head_size=4)
     enc = model.encoder
@@ -255,6 +273,8 @@ def test_classes_head_mlp_layout():
     linears = [m for m in model.head if isinstance(m, nn.Linear)]
     assert [tuple(m.weight.shape) for m in linears] == [(6, 6), (6, 6), (3, 6)]
     assert isinstance(model.head[0], nn.Dropout)
+    head_keys = [k for k in model.state_dict() if k.startswith("head.")]
+    assert head_keys == [f"head.{i}.{w}" for i in (1, 4, 7) for w in ("weight", "bias")]
     model = SpinnModel(10, 4, 6, head="classes", head_size=3, mlp_layers=0)
     assert [tuple(m.weight.shape) for m in model.head if isinstance(m, nn.Linear)] == [
         (3, 6)
@@ -324,7 +344,7 @@ def test_invalid_transitions_name_the_example():
     cases = {
         "example 2: transition code 5": _bad(transitions, e2_3=5),
         "example 1: transition code -1": _bad(transitions, e1_0=-1),
-        "example 1: REDUCE at step 1 with 1 entries": _bad(transitions, e1_1=REDUCE),
+        "example 1: REDUCE at step 1 with 1 entry on": _bad(transitions, e1_1=REDUCE),
         "example 0: 2 entries left": _bad(transitions, e0_2=PAD),
     }
     for message, trans in cases.items():
@@ -353,7 +373,7 @@ def test_bad_shapes_and_dtypes():
         model(tokens, transitions.int())
     with pytest.raises(ValueError, match="Expected transitions for 2 examples, got 1"):
         model(tokens, transitions[:1])
-    with pytest.raises(ValueError, match=r"Expected x of shape \(B, N, E\)"):
+    with pytest.raises(ValueError, match=r"Expected x of shape \(B, N, 5\)"):
         model.encoder(torch.zeros(2, 3), transitions)
     with pytest.raises(ValueError, match="Expected 2 inputs"):
         model(tokens, transitions, tokens, transitions)

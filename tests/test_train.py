@@ -179,6 +179,15 @@ def test_sampler_len_matches_iteration(n, batch, replicas, drop_last, pool):
         assert set(indices) == set(range(n))
 
 
+def test_sampler_drives_a_dataloader():
+    dataset = torch.utils.data.TensorDataset(torch.arange(50))
+    sampler = BucketBatchSampler([i % 5 + 1 for i in range(50)], 8, seed=2)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler)
+    assert len(loader) == 7
+    got = [batch[0].tolist() for batch in loader]
+    assert got == list(sampler)
+
+
 def test_sampler_rejects_bad_arguments():
     with pytest.raises(ValueError, match="rank"):
         BucketBatchSampler([1, 2], 1, num_replicas=2, rank=2)

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from rnnspec.train import (
         Distributed,
         TrainError,
+        cpu_threads,
         generate,
         load_checkpoint,
         model_from_checkpoint,
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         device = resolve_device(args.device, Distributed())
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads())
         model, spec, vocab = model_from_checkpoint(
             load_checkpoint(args.checkpoint), device
         )

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (0.01)")
     parser.add_argument("--clip", type=float, help="max gradient norm, 0: off (1.0)")
     parser.add_argument(
+        "--warmup", type=int, help="steps of linear learning-rate warmup (20)"
+    )
+    parser.add_argument(
         "--tokens",
         choices=("char", "word"),
         help="characters, or whitespace words (char)",
@@ -51,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-fraction", type=float, help="held-out tail of the text (0.05)"
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads (default: torch's, fewer on a busy machine: one per idle "
+        "core)",
+    )
     parser.add_argument(
         "--amp",
         default="auto",
@@ -97,9 +107,11 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         clip=args.clip,
+        warmup=args.warmup,
         seed=args.seed,
         val_fraction=args.val_fraction,
         device=args.device,
+        threads=args.threads,
         amp=args.amp,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,

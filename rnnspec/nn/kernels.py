@@ -117,6 +117,20 @@ def kernel_project(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     return torch.addmm(bias, x, w_ih.t())
 
 
+def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """tanh, as 2σ(2x) - 1 on CPU (within 2e-7 of torch.tanh); into `out` if given.
+
+    torch's CPU tanh goes through VML: at one step's size it is ~5× slower than a
+    sigmoid, and split over threads from 2048 elements, which stalls whenever another
+    process holds a core. The plain and in-place forms compute the same numbers.
+    """
+    if x.device.type != "cpu":
+        return torch.tanh(x) if out is None else torch.tanh(x, out=out)
+    if out is None:
+        return torch.sigmoid(x * 2) * 2 - 1
+    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
 def kernel_packing_plan(
     lengths: Tensor, steps: int, batch_first: bool, device: torch.device
 ) -> Tuple[List[int], Tensor, Tensor]:
@@ -303,7 +317,7 @@ class RNNKernelFunction(torch.autograd.Function):
         for row, size in kernel_steps(batch_sizes, reverse):
             h_prev = kernel_state_rows(h, h0, size, done)
             h = torch.addmm(xw[row : row + size], h_prev, w_t, out=hs[row : row + size])
-            h = h.relu_() if relu else h.tanh_()
+            h = h.relu_() if relu else kernel_tanh(h, out=h)
         ctx.save_for_backward(w_hh, h0, hs)
         ctx.plan = (batch_sizes, reverse, relu)
         return hs, kernel_final_rows(h, done)
@@ -344,7 +358,7 @@ def rnn_kernel_plain(
         t = len(xs) - 1 - j if reverse else j
         h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
         z = torch.addmm(xs[t], h_prev, w_t)
-        h = torch.relu(z) if relu else torch.tanh(z)
+        h = torch.relu(z) if relu else kernel_tanh(z)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -467,11 +481,11 @@ class LSTMKernelFunction(torch.autograd.Function):
             c_prev = kernel_state_rows(c, c0, size, c_done)
             a = torch.addmm(xw[rows], h_prev, w_t, out=gates[rows])  # (size, 4H)
             a[:, : 2 * H].sigmoid_()
-            a[:, 2 * H : 3 * H].tanh_()
+            kernel_tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])
             a[:, 3 * H :].sigmoid_()
             i, f, g, o = a.chunk(4, 1)
             c = torch.mul(f, c_prev, out=cs[rows]).addcmul_(i, g)
-            h = torch.mul(o, torch.tanh(c, out=tcs[rows]), out=hs[rows])
+            h = torch.mul(o, kernel_tanh(c, out=tcs[rows]), out=hs[rows])
         ctx.save_for_backward(w_hh, h0, c0, gates, cs, tcs, hs)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
@@ -535,10 +549,10 @@ def lstm_kernel_plain(
         c_prev = kernel_state_rows(c, c0, batch_sizes[t], c_done)
         a = torch.addmm(xs[t], h_prev, w_t)  # (size, 4H)
         i, f = a[:, : 2 * H].sigmoid().chunk(2, 1)
-        g = a[:, 2 * H : 3 * H].tanh()
+        g = kernel_tanh(a[:, 2 * H : 3 * H])
         o = a[:, 3 * H :].sigmoid()
         c = torch.addcmul(f * c_prev, i, g)
-        h = o * torch.tanh(c)
+        h = o * kernel_tanh(c)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -664,11 +678,11 @@ class PeepholeKernelFunction(torch.autograd.Function):
             a = torch.addmm(xw[rows], h_prev, w_t, out=gates[rows])  # (size, 4H)
             a_if = a[:, : 2 * H].view(size, 2, H)
             a_if.addcmul_(c_prev.unsqueeze(1), p_if).sigmoid_()  # i, f see c_{t-1}
-            a[:, 2 * H : 3 * H].tanh_()
+            kernel_tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])
             i, f, g, o = a.chunk(4, 1)
             c = torch.mul(f, c_prev, out=cs[rows]).addcmul_(i, g)
             o.addcmul_(c, p_o).sigmoid_()  # o sees c_t
-            h = torch.mul(o, torch.tanh(c, out=tcs[rows]), out=hs[rows])
+            h = torch.mul(o, kernel_tanh(c, out=tcs[rows]), out=hs[rows])
         ctx.save_for_backward(w_hh, peep, h0, c0, gates, cs, tcs, hs)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
@@ -749,10 +763,10 @@ def peephole_kernel_plain(
         a = torch.addmm(xs[t], h_prev, w_t)  # (size, 4H)
         a_if = a[:, : 2 * H].view(size, 2, H).addcmul(c_prev.unsqueeze(1), p_if)
         i, f = a_if.sigmoid().view(size, 2 * H).chunk(2, 1)
-        g = a[:, 2 * H : 3 * H].tanh()
+        g = kernel_tanh(a[:, 2 * H : 3 * H])
         c = torch.addcmul(f * c_prev, i, g)
         o = a[:, 3 * H :].addcmul(c, p_o).sigmoid()
-        h = o * torch.tanh(c)
+        h = o * kernel_tanh(c)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -918,7 +932,7 @@ class GRUKernelFunction(torch.autograd.Function):
             rz = torch.add(x[:, : 2 * H], hw[:, : 2 * H], out=a[:, : 2 * H]).sigmoid_()
             r, z = rz.chunk(2, 1)
             n = torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :], out=a[:, 2 * H :])
-            n.tanh_()
+            kernel_tanh(n, out=n)
             h = torch.addcmul(n, z, h_prev - n, out=hs[rows])  # (1 - z) n + z h
         ctx.save_for_backward(w_hh, b_hh, h0, gates, hws, hs)
         ctx.plan = (batch_sizes, reverse)
@@ -985,7 +999,7 @@ def gru_kernel_plain(
             hw = torch.addmm(b_hh, h_prev, w_t)
         x = xs[t]
         r, z = torch.add(x[:, : 2 * H], hw[:, : 2 * H]).sigmoid().chunk(2, 1)
-        n = torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :]).tanh()
+        n = kernel_tanh(torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :]))
         h = torch.addcmul(n, z, h_prev - n)
         hs.append(h)
     if reverse:

@@ -70,10 +70,7 @@ class RecurrentModel(nn.Module):
 
         if self.embedding is not None:
             x = F.dropout(self.embedding(x), self.input_dropout, self.training)
-        if self.torch_kernel:
-            out, state = self._torch_rnn(x, state, lens)
-        else:
-            out, state = self.rnn(x, state, lens)  # (B, T, D*H)
+        out, state = self._recurrent(x, state, lens)  # (B, T, D*H)
         if self.attention is not None:
             out = self.attention(out, lens)  # (B, T, D*H) or (B, T, 2*D*H)
 
@@ -88,24 +85,28 @@ class RecurrentModel(nn.Module):
             out = out.transpose(0, 1)
         return out, state
 
-    def _torch_rnn(
+    def _recurrent(
         self,
         x: Tensor,
         state: Optional[Union[Tensor, Tuple[Tensor, Tensor]]],
         lengths: Optional[Tensor],
     ) -> Tuple[Tensor, Union[Tensor, Tuple[Tensor, Tensor]]]:
-        """torch's RNN/LSTM/GRU module through `packed_torch_forward`.
+        """The recurrent stack: torch's module (packed here) or rnnspec's kernel.
 
-        torch.jit.script takes no module argument and types the state per cell, so
-        there it runs an inlined copy, one per state type.
+        torch.jit.script types the state per cell and takes no module argument, so
+        there the state is narrowed and `packed_torch_forward` inlined.
         """
         if not torch.jit.is_scripting():
-            return packed_torch_forward(self.rnn, x, state, lengths)
+            if self.torch_kernel:
+                return packed_torch_forward(self.rnn, x, state, lengths)
+            return self.rnn(x, state, lengths)
         steps = x.shape[1]
         if self.is_lstm:
             hx: Optional[Tuple[Tensor, Tensor]] = None
             if isinstance(state, tuple):
                 hx = state
+            if not self.torch_kernel:
+                return self.rnn(x, hx, lengths)
             if lengths is None:
                 return self.rnn(x, hx)
             out, hx_n = self.rnn(_pack(x, lengths), hx)
@@ -113,6 +114,8 @@ class RecurrentModel(nn.Module):
         h0: Optional[Tensor] = None
         if isinstance(state, Tensor):
             h0 = state
+        if not self.torch_kernel:
+            return self.rnn(x, h0, lengths)
         if lengths is None:
             return self.rnn(x, h0)
         out, h_n = self.rnn(_pack(x, lengths), h0)
@@ -191,14 +194,16 @@ class RecurrentModel(nn.Module):
         hidden = self.rnn.hidden_size
         shape = [self.num_states, batch, hidden]
         if self.is_lstm:
-            if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise ValueError(
-                    f"Expected state (h0, c0) of shapes {_shape(shape)} for an LSTM, "
-                    f"got {_type_name(state)}"
-                )
-            _check_shape("h0", state[0], shape)
-            _check_shape("c0", state[1], shape)
-            return (state[0], state[1])
+            got = _type_name(state)  # before narrowing: a loadable TorchScript
+            if isinstance(state, (tuple, list)):
+                if len(state) == 2:
+                    _check_shape("h0", state[0], shape)
+                    _check_shape("c0", state[1], shape)
+                    return (state[0], state[1])
+            raise ValueError(
+                f"Expected state (h0, c0) of shapes {_shape(shape)} for an LSTM, "
+                f"got {got}"
+            )
         if not isinstance(state, Tensor):
             raise ValueError(
                 f"Expected h0 of shape {_shape(shape)}, got {_type_name(state)}"

@@ -104,9 +104,10 @@ def _spinn_check_transitions(transitions: Tensor, num_tokens: int) -> Tensor:
     if bool(underflow.any()):
         b = int(underflow.any(1).nonzero()[0])
         t = int(underflow[b].nonzero()[0])
+        size = int(size_before[b, t])
         raise ValueError(
-            f"example {b}: REDUCE at step {t} with {int(size_before[b, t])} "
-            "entries on the stack (needs 2)"
+            f"example {b}: REDUCE at step {t} with {size} "
+            f"entr{'y' if size == 1 else 'ies'} on the stack (needs 2)"
         )
     final = (shift - reduce).sum(1)  # (B,)
     if bool((final != 1).any()):
@@ -254,11 +255,13 @@ class _spinn_table_write(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_token: Tensor):
         (index,) = ctx.saved_tensors
-        table, grad = ctx.store
-        if grad is None:
+        grad = ctx.store[1]
+        if grad is None:  # nothing read since
             return grad_token, None, None, None
-        values_grad = grad.index_select(0, index)
-        grad.index_fill_(0, index, 0)
+        values_grad = None
+        if ctx.needs_input_grad[1]:
+            values_grad = grad.index_select(0, index)
+        grad.index_fill_(0, index, 0)  # always: older contents end here
         return grad_token, values_grad, None, None
 
 
@@ -293,7 +296,12 @@ class SPINN(nn.Module):
         n_b are never read.
         """
         floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-        _spinn_check_batch("x", x, "(B, N, E)", floats)
+        size = self.projection.in_features
+        _spinn_check_batch("x", x, f"(B, N, {size})", floats)
+        if x.shape[2] != size:
+            raise ValueError(
+                f"Expected x of shape (B, N, {size}), got shape {tuple(x.shape)}"
+            )
         _spinn_check_batch("transitions", transitions, "(B, S)", (torch.int64,))
         if x.shape[0] != transitions.shape[0]:
             raise ValueError(
@@ -324,7 +332,7 @@ class SPINN(nn.Module):
         # Each module's weights are stacked once, so a step costs one matmul each.
         reduce_w, reduce_b = self.reduce.stacked()  # (5H, 2H [+ T]), (5H,)
         store = [x.new_zeros(batch * depth, 2 * hid), None]  # [table, its grad]
-        token = x.new_zeros(0).requires_grad_(torch.is_grad_enabled())
+        token = x.new_zeros(0)  # needs grad once a written value does
         track_h: Optional[Tensor] = None
         track_c: Optional[Tensor] = None
         if self.tracker is not None:
@@ -396,8 +404,9 @@ class SpinnModel(nn.Module):
     (0, the default, means hidden_size), then Linear to head_size. With
     pair=True, `forward(tokens_a, transitions_a, tokens_b, transitions_b)`
     encodes both sides with the one encoder and feeds [p; q; p − q; p ⊙ q]
-    (4H) to the MLP; it returns `(logits, ((h_a, c_a), (h_b, c_b)))`.
-    `input_dropout` applies to the embeddings.
+    (4H) to the MLP; it returns `(logits, ((h_a, c_a), (h_b, c_b)))`. The head is
+    an nn.Sequential, so hidden layer k is `head.{3k+1}` and the output layer
+    `head.{3K+1}` for K = mlp_layers. `input_dropout` applies to the embeddings.
     """
 
     def __init__(
