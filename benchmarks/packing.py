@@ -107,7 +107,10 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=256, help="input = hidden size")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.repeats, args.batch, args.steps, args.size = 3, 16, 40, 64
     B, T, size = args.batch, args.steps, args.size

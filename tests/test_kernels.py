@@ -18,6 +18,7 @@ from rnnspec.nn.kernels import (
     PeepholeLSTM,
     RNNKernelFunction,
     gru_kernel_plain,
+    kernel_project,
     lstm_kernel_plain,
     peephole_kernel_plain,
     rnn_kernel_plain,
@@ -377,22 +378,24 @@ def test_peephole_gradcheck(packed):
 
 
 def _layer_inputs(cell, batch_sizes, dtype=torch.float64):
+    """Inputs of one layer-direction Function: (x, w_ih, bias, w_hh, ...)."""
     gen = torch.Generator().manual_seed(11)
-    H = 3
+    H, n_in = 3, 2
     gates = {"rnn": 1, "lstm": 4, "peephole": 4, "gru": 3}[cell] * H
     rows, batch = sum(batch_sizes), batch_sizes[0]
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
 
-    xw, w_hh, h0 = rand(rows, gates), rand(gates, H), rand(batch, H)
+    head = (rand(rows, n_in), rand(gates, n_in), rand(gates), rand(gates, H))
+    h0 = rand(batch, H)
     if cell == "rnn":
-        return (xw, w_hh, h0)
+        return head + (h0,)
     if cell == "lstm":
-        return (xw, w_hh, h0, rand(batch, H))
+        return head + (h0, rand(batch, H))
     if cell == "peephole":
-        return (xw, w_hh, rand(3 * H), h0, rand(batch, H))
-    return (xw, w_hh, rand(gates), h0)
+        return head + (rand(3 * H), h0, rand(batch, H))
+    return head + (rand(gates), h0)
 
 
 FUNCTIONS = {
@@ -412,8 +415,11 @@ def test_hand_written_backward(cell, batch_sizes, reverse):
     extra = (batch_sizes, reverse) + ((False,) if cell == "rnn" else ())  # tanh
     inputs = _layer_inputs(cell, batch_sizes)
     assert torch.autograd.gradcheck(lambda *a: function(*a, *extra), inputs)
-    got = function(*inputs, *extra)
-    expected = plain(*inputs, *extra)
+
+    def via_plain(x, w_ih, bias, *rest):
+        return plain(kernel_project(x, w_ih, bias), *rest, *extra)
+
+    got, expected = function(*inputs, *extra), via_plain(*inputs)
     gen = torch.Generator().manual_seed(0)
     weights = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in got]
     grads = []
@@ -531,3 +537,45 @@ def test_peephole_follows_dtype_and_reassignment():
     lstm = nn.LSTM(N_IN, HID, batch_first=True)
     lstm.load_state_dict(m.state_dict(), strict=False)
     torch.testing.assert_close(after, lstm(x)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_torch_compile_opt_in():
+    """Unpadded input through torch.compile (opt-in) runs the plain steps."""
+    torch.manual_seed(10)
+    m = PeepholeLSTM(N_IN, HID, 1, bidirectional=True)
+    x = torch.randn(3, 4, N_IN)
+    weights = [
+        torch.randn(3, 4, 2 * HID),
+        torch.randn(2, 3, HID),
+        torch.randn(2, 3, HID),
+    ]
+
+    def step(model):
+        m.zero_grad(set_to_none=True)
+        xx = x.clone().requires_grad_()
+        out, (h, c) = model(xx)
+        sum((t * w).sum() for t, w in zip((out, h, c), weights)).backward()
+        grads = [p.grad.clone() for p in m.parameters()]
+        return [out.detach(), h.detach(), c.detach(), xx.grad] + grads
+
+    expected = step(m)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        got = step(torch.compile(m, backend="aot_eager", fullgraph=True))
+    torch._dynamo.reset()
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_eager_runs_the_hand_written_backward():
+    expected = ["RNNKernel", "LSTMKernel", "GRUKernel", "PeepholeKernel"]
+    for m, name in zip(_all_modules(), expected):
+        out, _ = m(torch.randn(2, 3, N_IN), None, torch.tensor([3, 1]))
+        seen, stack = set(), [out.grad_fn]
+        while stack:
+            fn = stack.pop()
+            if fn is not None and fn not in seen:
+                seen.add(fn)
+                stack.extend(f for f, _ in fn.next_functions)
+        names = {type(fn).__name__ for fn in seen}
+        assert f"{name}FunctionBackward" in names, names

@@ -14,12 +14,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoint", metavar="CHECKPOINT", help="checkpoint.pt, or the run directory"
     )
-    parser.add_argument("--length", type=int, default=500, help="tokens to generate")
-    parser.add_argument("--prompt", default="", help="text to continue (a newline)")
     parser.add_argument(
-        "--temperature", type=float, default=0.8, help="0: always the likeliest (0.8)"
+        "--length", type=int, metavar="N", default=500, help="tokens to generate (500)"
     )
-    parser.add_argument("--top-k", type=int, help="sample from the k likeliest only")
+    parser.add_argument(
+        "--prompt", default="", metavar="TEXT", help="text to continue (a newline)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        default=0.8,
+        help="0: always the likeliest (0.8)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, metavar="K", help="sample from the k likeliest only"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
 

@@ -28,19 +28,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="NAME", help="the model, if SPEC has several"
     )
-    parser.add_argument("--steps", type=int, default=300, help="total steps (300)")
+    parser.add_argument(
+        "--steps", type=int, metavar="N", default=300, help="total steps (300)"
+    )
     parser.add_argument(
         "--batch",
         type=int,
+        metavar="B",
         dest="batch_size",
         help="sequences per step and process (32)",
     )
-    parser.add_argument("--seq-len", type=int, help="tokens per sequence, at most (64)")
+    parser.add_argument(
+        "--seq-len", type=int, metavar="T", help="tokens per sequence, at most (64)"
+    )
     parser.add_argument("--lr", type=float, help="AdamW learning rate (3e-3)")
-    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (0.01)")
+    parser.add_argument(
+        "--weight-decay", type=float, metavar="WD", help="AdamW weight decay (0.01)"
+    )
     parser.add_argument("--clip", type=float, help="max gradient norm, 0: off (1.0)")
     parser.add_argument(
-        "--warmup", type=int, help="steps of linear learning-rate warmup (20)"
+        "--warmup",
+        type=int,
+        metavar="N",
+        help="steps of linear learning-rate warmup (20)",
     )
     parser.add_argument(
         "--tokens",
@@ -51,7 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, help="seeds weights, dropout and batches (0)"
     )
     parser.add_argument(
-        "--val-fraction", type=float, help="held-out tail of the text (0.05)"
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="held-out tail of the text (0.05)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(

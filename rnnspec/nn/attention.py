@@ -14,33 +14,91 @@ each divided by sqrt(D) when ``scale=True``. ``mask="causal"`` lets step i see t
 steps j <= i; ``mask="strict"`` only j < i, and step 0, which has nothing before it,
 gets ``context_0 = o_0`` (seed 000's model).
 
-Everything is computed for all steps at once, in blocks of query rows: block
-[start, end) only needs the keys j < end (the lower triangle), and its scores take
-B x (end - start) x end elements (x D for additive), so long sequences never hold a
-B x T x T (or B x T x T x D) tensor. Key 0 is allowed for every row (for strict, this
-is what makes context_0 = o_0), so no softmax row is ever empty and nothing is NaN.
+All steps are computed at once, in blocks of query rows: block [start, end) only needs
+the keys j < end (the lower triangle), and its scores take B x (end - start) x end
+elements (x D for additive), so long sequences never hold a B x T x T (or
+B x T x T x D) tensor. Key 0 is allowed on every row (for strict, this is what makes
+context_0 = o_0), so no softmax row is ever empty and nothing is NaN.
 
-With ``lengths``, a valid step i < length only ever sees keys j <= i < length, so keys
-past a sequence's end never reach its valid rows; padded rows are set to zero.
+With ``lengths``, a valid step i < length only sees keys j <= i < length, so keys past
+a sequence's end never reach its valid rows; padded rows are set to zero.
 """
 
 import math
-from typing import Optional, Tuple
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _attention_mask(start: int, end: int, strict: bool, device: torch.device) -> Tensor:
-    """Keys j < end that each query i in [start, end) may see: bool (end - start, end).
+def _attention_bias(start: int, end: int, strict: bool, o: Tensor) -> Tensor:
+    """0 where query i in [start, end) may see key j < end, else -inf: (c, end).
 
     causal: j <= i. strict: j < i, plus key 0 for row 0, whose softmax over that one
     key is 1, so that context_0 = o_0. Key 0 is allowed on every row anyway.
     """
-    i = torch.arange(start, end, device=device)[:, None]  # (c, 1)
-    j = torch.arange(end, device=device)  # (end,)
-    return (j <= i - int(strict)) | (j == 0)  # (c, end)
+    i = torch.arange(start, end, device=o.device)[:, None]  # (c, 1)
+    j = torch.arange(end, device=o.device)  # (end,)
+    allowed = (j <= i - int(strict)) | (j == 0)  # (c, end)
+    bias = torch.zeros(allowed.shape, dtype=o.dtype, device=o.device)
+    return bias.masked_fill_(~allowed, -math.inf)
+
+
+def _product_attention_blocks(
+    q: Tensor, o: Tensor, block: int, strict: bool, weights: Optional[List[Tensor]]
+) -> Tensor:
+    """context_i = sum_{j allowed} softmax_j(q_i . o_j) o_j, block by block: (B, T, D).
+
+    Appends each block's attention weights (B, c, end) to ``weights`` if given.
+    """
+    steps = o.shape[1]
+    contexts = []
+    for start in range(0, steps, block):  # blocks of query rows, not steps
+        end = min(start + block, steps)
+        bias = _attention_bias(start, end, strict, o)  # (c, end)
+        keys = o[:, :end]  # (B, end, D)
+        s = torch.baddbmm(bias, q[:, start:end], keys.transpose(1, 2))  # (B, c, end)
+        p = torch.softmax(s, -1)  # (B, c, end)
+        if weights is not None:
+            weights.append(p)
+        contexts.append(torch.bmm(p, keys))  # (B, c, D)
+    return torch.cat(contexts, 1)  # (B, T, D)
+
+
+class _ProductAttentionFn(torch.autograd.Function):
+    """Blocked causal/strict attention c = softmax(q o^T + mask) o, with its backward.
+
+    Per block, with P the saved weights, g = dL/dc and delta_i = g_i . c_i:
+        dL/do_j += sum_i P_ij g_i                          (o as values)
+        dS_ij    = P_ij (g_i . o_j - delta_i)              (softmax backward)
+        dL/dq_i  = sum_j dS_ij o_j
+        dL/do_j += sum_i dS_ij q_i                         (o as keys)
+    accumulated in place, so no block allocates a full-size gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, o: Tensor, block: int, strict: bool) -> Tensor:
+        weights: List[Tensor] = []
+        context = _product_attention_blocks(q, o, block, strict, weights)
+        ctx.block = block
+        ctx.save_for_backward(q, o, context, *weights)
+        return context
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        q, o, context, *weights = ctx.saved_tensors
+        delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
+        grad_q = torch.empty_like(q)
+        grad_o = torch.zeros_like(o)
+        for start, p in zip(range(0, o.shape[1], ctx.block), weights):
+            end = start + p.shape[1]
+            g, keys = grad[:, start:end], o[:, :end]  # (B, c, D), (B, end, D)
+            grad_o[:, :end].baddbmm_(p.transpose(1, 2), g)
+            ds = torch.bmm(g, keys.transpose(1, 2)).sub_(delta[:, start:end]).mul_(p)
+            grad_q[:, start:end] = torch.bmm(ds, keys)  # (B, c, D)
+            grad_o[:, :end].baddbmm_(ds.transpose(1, 2), q[:, start:end])
+        return grad_q, grad_o, None, None
 
 
 class StepAttention(nn.Module):
@@ -50,20 +108,28 @@ class StepAttention(nn.Module):
     ``[o; context]`` (``combine="concat"``, (B, T, 2D)), padded rows zero.
     """
 
-    # Largest score block, in elements: B x block x T (x D for additive). Larger
-    # inputs are processed in blocks of query rows of at most this size.
-    max_block: int = 1 << 22
+    # Queries are processed in blocks of at most max_rows rows (so that long causal
+    # inputs skip most of the upper triangle) whose scores hold at most max_block
+    # elements: B x rows x T (x D for additive).
+    max_rows: int = 64
+    max_block: int = 1 << 21
     # Elements per score: 1 for products, D for additive's tanh(q_i + k_j) vectors.
-    _score_width: int = 1
+    score_width: int = 1
 
     def __init__(
-        self, size: int, mask: str = "causal", combine: str = "replace", scale: bool = False
+        self,
+        size: int,
+        mask: str = "causal",
+        combine: str = "replace",
+        scale: bool = False,
     ):
         super().__init__()
         if mask not in ("causal", "strict"):
-            raise ValueError(f"attention mask must be causal or strict, not {mask!r}")
+            raise ValueError(f"attention mask must be causal or strict: {mask!r}")
         if combine not in ("replace", "concat"):
-            raise ValueError(f"attention combine must be replace or concat, not {combine!r}")
+            raise ValueError(
+                f"attention combine must be replace or concat: {combine!r}"
+            )
         self.size = size
         self.mask = mask
         self.combine = combine
@@ -71,10 +137,8 @@ class StepAttention(nn.Module):
         self.factor = 1.0 / math.sqrt(size) if scale else 1.0
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.size}, mask={self.mask!r}, combine={self.combine!r}, "
-            f"scale={self.scale}"
-        )
+        options = f"mask={self.mask}, combine={self.combine}, scale={self.scale}"
+        return f"{self.size}, {options}"
 
     def forward(self, o: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
         context = self.context(o)  # (B, T, D)
@@ -85,41 +149,23 @@ class StepAttention(nn.Module):
             out = out.masked_fill(~valid[..., None], 0.0)
         return out
 
-    def project(self, o: Tensor) -> Tuple[Tensor, Tensor]:
-        """Queries and keys for the scores, each (B, T, .)."""
-        raise NotImplementedError
-
-    def scores(self, q: Tensor, k: Tensor) -> Tensor:
-        """Scores (B, c, e) of queries q (B, c, .) over keys k (B, e, .), scaled."""
-        raise NotImplementedError
-
     def block_size(self, o: Tensor) -> int:
-        """Query rows per block, so that a score block stays within ``max_block``."""
+        """Query rows per block: at most ``max_rows``, and ``max_block`` scores."""
         batch, steps, _ = o.shape
-        per_row = batch * steps * self._score_width
-        return max(1, min(steps, self.max_block // max(per_row, 1)))
+        rows = self.max_block // (batch * steps * self.score_width)
+        return max(1, min(steps, self.max_rows, rows))
 
     def context(self, o: Tensor) -> Tensor:
         """context_i = sum_{j allowed} softmax_j(s_ij) o_j, for all i: (B, T, D)."""
-        steps = o.shape[1]
-        q, k = self.project(o)
-        block = self.block_size(o)
-        strict = self.mask == "strict"
-        contexts = []
-        for start in range(0, steps, block):  # blocks of query rows, not steps
-            end = min(start + block, steps)
-            s = self.scores(q[:, start:end], k[:, :end])  # (B, c, end)
-            allowed = _attention_mask(start, end, strict, o.device)  # (c, end)
-            s = s.masked_fill(~allowed, -math.inf)
-            contexts.append(torch.softmax(s, -1) @ o[:, :end])  # (B, c, D)
-        return torch.cat(contexts, 1)  # (B, T, D)
+        raise NotImplementedError
 
 
 class ProductAttention(StepAttention):
     """Scores that are dot products s_ij = q_i . o_j (dot and general attention).
 
-    These can also run on ``F.scaled_dot_product_attention``: ``use_sdpa`` None picks
-    it on CUDA, and the blocked matmuls on CPU, where they measured faster.
+    Run as blocked matmuls with a hand-written backward (``_ProductAttentionFn``), or
+    on ``F.scaled_dot_product_attention``: ``use_sdpa=None`` picks SDPA on CUDA and
+    the blocked matmuls on CPU, where they measured faster.
     """
 
     use_sdpa: Optional[bool] = None
@@ -128,17 +174,19 @@ class ProductAttention(StepAttention):
         """q_i, unscaled: (B, T, D)."""
         raise NotImplementedError
 
-    def project(self, o: Tensor) -> Tuple[Tensor, Tensor]:
-        q = self.queries(o)
-        return (q * self.factor if self.scale else q), o  # (B, T, D), (B, T, D)
-
-    def scores(self, q: Tensor, k: Tensor) -> Tensor:
-        return q @ k.transpose(1, 2)  # (B, c, e)
-
     def context(self, o: Tensor) -> Tensor:
         use_sdpa = o.is_cuda if self.use_sdpa is None else self.use_sdpa
-        if not use_sdpa:
-            return super().context(o)
+        if use_sdpa:
+            return self.sdpa_context(o)
+        q = self.queries(o)
+        q = q * self.factor if self.scale else q  # (B, T, D)
+        block, strict = self.block_size(o), self.mask == "strict"
+        if torch.is_grad_enabled() and (q.requires_grad or o.requires_grad):
+            return _ProductAttentionFn.apply(q, o, block, strict)
+        return _product_attention_blocks(q, o, block, strict, None)
+
+    def sdpa_context(self, o: Tensor) -> Tensor:
+        """The same context from ``F.scaled_dot_product_attention``: (B, T, D)."""
         q = self.queries(o)
         if self.mask == "causal":
             return F.scaled_dot_product_attention(
@@ -166,7 +214,11 @@ class GeneralAttention(ProductAttention):
     """s_ij = (W o_i + b) . o_j (/ sqrt(D) with scale); W, b: ``self.query``."""
 
     def __init__(
-        self, size: int, mask: str = "causal", combine: str = "replace", scale: bool = False
+        self,
+        size: int,
+        mask: str = "causal",
+        combine: str = "replace",
+        scale: bool = False,
     ):
         super().__init__(size, mask, combine, scale)
         self.query = nn.Linear(size, size)
@@ -175,52 +227,106 @@ class GeneralAttention(ProductAttention):
         return self.query(o)
 
 
-class _AdditiveScores(torch.autograd.Function):
-    """s_ij = v . tanh(q_i + k_j), keeping no (B, c, e, D) tensor for backward.
+def _additive_tanh(q: Tensor, k: Tensor) -> Tensor:
+    """t_ij = tanh(q_i + k_j) for q (B, c, D), k (B, e, D): (B, c, e, D).
 
-    With t_ij = tanh(q_i + k_j) and g_ij = dL/ds_ij, backward recomputes t and uses
-    dL/dv = sum_ij g_ij t_ij and dL/dq_i = sum_j u_ij, dL/dk_j = sum_i u_ij with
-    u_ij = g_ij (1 - t_ij^2) * v.
+    On CPU as 2 sigmoid(2x) - 1, in place: torch's CPU tanh measured ~5x slower than
+    its sigmoid, and this tensor is additive attention's main cost.
+    """
+    x = q[:, :, None] + k[:, None]  # (B, c, e, D)
+    if x.device.type != "cpu":
+        return x.tanh_()
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+def _additive_attention_blocks(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    block: int,
+    strict: bool,
+    weights: Optional[List[Tensor]],
+) -> Tensor:
+    """context_i = sum_{j allowed} softmax_j(v . tanh(q_i + k_j)) o_j: (B, T, D).
+
+    Block by block; appends each block's weights (B, c, end) to ``weights`` if given.
+    """
+    steps = o.shape[1]
+    contexts = []
+    for start in range(0, steps, block):  # blocks of query rows, not steps
+        end = min(start + block, steps)
+        t = _additive_tanh(q[:, start:end], k[:, :end])  # (B, c, end, D)
+        s = (t @ v).add_(_attention_bias(start, end, strict, o))  # (B, c, end)
+        p = torch.softmax(s, -1)  # (B, c, end)
+        if weights is not None:
+            weights.append(p)
+        contexts.append(torch.bmm(p, o[:, :end]))  # (B, c, D)
+    return torch.cat(contexts, 1)  # (B, T, D)
+
+
+class _AdditiveAttentionFn(torch.autograd.Function):
+    """Blocked causal/strict c = softmax(s + mask) o, s_ij = v . tanh(q_i + k_j).
+
+    Backward recomputes t_ij = tanh(q_i + k_j) one block at a time (it is never
+    stored). With P, g, delta and dS as in ``_ProductAttentionFn``:
+        dL/do_j += sum_i P_ij g_i,         dL/dv = sum_ij dS_ij t_ij,
+        u_ij = dS_ij (1 - t_ij^2) v,       dL/dq_i = sum_j u_ij,  dL/dk_j = sum_i u_ij.
     """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        ctx.save_for_backward(q, k, v)
-        t = (q[:, :, None] + k[:, None]).tanh_()  # (B, c, e, D)
-        return t @ v  # (B, c, e)
+    def forward(ctx, q, k, v, o, block: int, strict: bool) -> Tensor:
+        weights: List[Tensor] = []
+        context = _additive_attention_blocks(q, k, v, o, block, strict, weights)
+        ctx.block = block
+        ctx.save_for_backward(q, k, v, o, context, *weights)
+        return context
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        q, k, v = ctx.saved_tensors
-        t = (q[:, :, None] + k[:, None]).tanh_()  # (B, c, e, D)
-        grad_v = (grad.flatten()[None] @ t.flatten(0, 2))[0]  # (D,)
-        u = t.square_().neg_().add_(1).mul_(grad[..., None]).mul_(v)  # (B, c, e, D)
-        return u.sum(2), u.sum(1), grad_v
+    def backward(ctx, grad: Tensor):
+        q, k, v, o, context, *weights = ctx.saved_tensors
+        delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
+        grad_q, grad_k = torch.empty_like(q), torch.zeros_like(k)
+        grad_v, grad_o = torch.zeros_like(v), torch.zeros_like(o)
+        for start, p in zip(range(0, o.shape[1], ctx.block), weights):
+            end = start + p.shape[1]
+            g, values = grad[:, start:end], o[:, :end]  # (B, c, D), (B, end, D)
+            grad_o[:, :end].baddbmm_(p.transpose(1, 2), g)
+            ds = torch.bmm(g, values.transpose(1, 2)).sub_(delta[:, start:end]).mul_(p)
+            t = _additive_tanh(q[:, start:end], k[:, :end])  # (B, c, end, D)
+            grad_v += ds.reshape(1, -1).mm(t.reshape(-1, t.shape[-1]))[0]
+            u = t.square_().neg_().add_(1).mul_(ds[..., None]).mul_(v)  # (B,c,end,D)
+            grad_q[:, start:end] = u.sum(2)
+            grad_k[:, :end] += u.sum(1)
+        return grad_q, grad_k, grad_v, grad_o, None, None
 
 
 class AdditiveAttention(StepAttention):
     """s_ij = v . tanh(W_q o_i + b_q + W_k o_j) (/ sqrt(D) with scale).
 
     W_q, b_q: ``self.query``; W_k: ``self.key`` (no bias); v: ``self.v`` (D,). The
-    (B, block, T, D) tanh tensor is bounded by ``max_block`` and recomputed in
-    backward rather than stored.
+    (B, block, T, D) tanh tensor is bounded by ``max_block`` (8 MiB in float32: it
+    stays in cache) and recomputed in backward rather than stored.
     """
 
-    max_block: int = 1 << 24
-
     def __init__(
-        self, size: int, mask: str = "causal", combine: str = "replace", scale: bool = False
+        self,
+        size: int,
+        mask: str = "causal",
+        combine: str = "replace",
+        scale: bool = False,
     ):
         super().__init__(size, mask, combine, scale)
         self.query = nn.Linear(size, size)
         self.key = nn.Linear(size, size, bias=False)
         self.v = nn.Parameter(torch.empty(size))
         nn.init.uniform_(self.v, -1.0 / math.sqrt(size), 1.0 / math.sqrt(size))
-        self._score_width = size
+        self.score_width = size
 
-    def project(self, o: Tensor) -> Tuple[Tensor, Tensor]:
-        return self.query(o), self.key(o)  # (B, T, D), (B, T, D)
-
-    def scores(self, q: Tensor, k: Tensor) -> Tensor:
-        v = self.v * self.factor if self.scale else self.v
-        return _AdditiveScores.apply(q, k, v)  # (B, c, e)
+    def context(self, o: Tensor) -> Tensor:
+        q, k = self.query(o), self.key(o)  # (B, T, D), (B, T, D)
+        v = self.v * self.factor if self.scale else self.v  # (D,)
+        block, strict = self.block_size(o), self.mask == "strict"
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, o)):
+            return _AdditiveAttentionFn.apply(q, k, v, o, block, strict)
+        return _additive_attention_blocks(q, k, v, o, block, strict, None)

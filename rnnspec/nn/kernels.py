@@ -13,7 +13,13 @@ loads as is. They add a `lengths` argument and run our kernel:
 * in eager mode each layer-direction is a `torch.autograd.Function` with a hand-written
   backward: per-step gate gradients, then the weight gradient as one matmul over all
   steps (as cuDNN does). Under TorchScript, torch.compile and export the same steps
-  run as plain autograd code (same numbers).
+  run as plain autograd code: the same operations in the same order, so the results
+  agree to rounding (BLAS may round differently with the buffers' alignment).
+
+torch.compile is opt-in, for unpadded input (lengths make the step count data
+dependent): dynamo skips nn.RNN subclasses unless told otherwise, so
+    torch._dynamo.config.allow_rnn = True
+    model = torch.compile(model)
 
 Packed layout: the rows of step t are `data[off_t : off_t + batch_sizes[t]]`, sorted by
 decreasing length, so a step's active sequences are always a prefix of the previous
@@ -32,16 +38,12 @@ from torch import Tensor, nn
 # ---------------------------------------------------------------------------------
 
 
-def kernel_steps(batch_sizes: List[int], reverse: bool) -> List[Tuple[int, int]]:
-    """(first row, batch size) of every step, in the order the direction runs."""
-    steps: List[Tuple[int, int]] = []
-    row = 0
-    for size in batch_sizes:
-        steps.append((row, size))
-        row += size
+def kernel_order(steps: int, reverse: bool) -> List[int]:
+    """The steps in the order a direction runs them."""
+    order = list(range(steps))
     if reverse:
-        steps.reverse()
-    return steps
+        order.reverse()
+    return order
 
 
 def kernel_state_rows(
@@ -74,14 +76,13 @@ def kernel_prev_rows(
     seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
 ) -> Tensor:
     """(N, H): for every packed row, the state its step started from."""
-    parts: List[Tensor] = []
+    seqs = seq.split(batch_sizes)
+    parts: List[Tensor] = [init] * len(seqs)
     unused: List[Tensor] = []
     prev = init[:0]
-    for row, size in kernel_steps(batch_sizes, reverse):
-        parts.append(kernel_state_rows(prev, init, size, unused))
-        prev = seq[row : row + size]
-    if reverse:
-        parts.reverse()
+    for t in kernel_order(len(seqs), reverse):
+        parts[t] = kernel_state_rows(prev, init, batch_sizes[t], unused)
+        prev = seqs[t]
     return torch.cat(parts)
 
 
@@ -115,6 +116,20 @@ def kernel_project(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
     if bias is None:
         return torch.mm(x, w_ih.t())
     return torch.addmm(bias, x, w_ih.t())
+
+
+def kernel_input_grads(
+    ctx, dz: Tensor, x: Tensor, w_ih: Tensor
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
+
+    For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    """
+    need = ctx.needs_input_grad
+    dx = dz @ w_ih if need[0] else None  # (N, input)
+    d_wih = dz.t() @ x if need[1] else None  # (G, input)
+    d_bias = dz.sum(0) if need[2] else None
+    return dx, d_wih, d_bias
 
 
 def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -302,42 +317,47 @@ def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
 
 
 class RNNKernelFunction(torch.autograd.Function):
-    """One direction of one Elman layer: h_t = act(xw_t + W_hh h_{t-1}).
+    """One direction of one Elman layer: h_t = act(W_ih x_t + b + W_hh h_{t-1}).
 
-    Backward: act'(z) is known from h alone (1 - h² or h > 0), so each step is one
-    multiply and one matmul; dW_hh is one matmul over all steps.
+    Forward projects every step's input into the output buffer, which each step then
+    completes in place. Backward: act' is known from h alone (1 - h², or h > 0), so
+    a step is one multiply and one matmul; each weight gradient is one matmul.
     """
 
     @staticmethod
-    def forward(ctx, xw, w_hh, h0, batch_sizes, reverse, relu):
-        hs = torch.empty_like(xw)  # (N, H) outputs
+    def forward(ctx, x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu):
+        hs = kernel_project(x, w_ih, bias)  # (N, H): input part, then the outputs
+        outs = hs.split(batch_sizes)
         w_t = w_hh.t()
         done: List[Tensor] = []
         h = h0[:0]
-        for row, size in kernel_steps(batch_sizes, reverse):
-            h_prev = kernel_state_rows(h, h0, size, done)
-            h = torch.addmm(xw[row : row + size], h_prev, w_t, out=hs[row : row + size])
+        for t in kernel_order(len(outs), reverse):
+            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+            h = outs[t].addmm_(h_prev, w_t)
             h = h.relu_() if relu else kernel_tanh(h, out=h)
-        ctx.save_for_backward(w_hh, h0, hs)
+        ctx.save_for_backward(x, w_ih, w_hh, h0, hs)
         ctx.plan = (batch_sizes, reverse, relu)
         return hs, kernel_final_rows(h, done)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, d_hn):
-        w_hh, h0, hs = ctx.saved_tensors
+        x, w_ih, w_hh, h0, hs = ctx.saved_tensors
         batch_sizes, reverse, relu = ctx.plan
-        act_grad = (hs > 0).to(hs.dtype) if relu else 1 - hs * hs  # (N, H)
-        dz = torch.empty_like(hs)  # (N, H) pre-activation gradients
+        # act'(z) for every step; each step multiplies its rows by dh in place
+        dz = (hs > 0).to(hs.dtype) if relu else hs.mul(hs).neg_().add_(1)  # (N, H)
+        d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
         init_grads: List[Tensor] = []
         dh = d_hn[:0]  # gradient of the state the next-run step started from
-        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
-            rows = slice(row, row + size)
-            dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_hs[rows]
-            dh = torch.mul(dh, act_grad[rows], out=dz[rows]) @ w_hh
+        for t in kernel_order(len(dzs), not reverse):
+            size = batch_sizes[t]
+            dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
+            dh = dzs[t].mul_(dh) @ w_hh  # (size, H)
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)
-        return dz, d_whh, kernel_init_grad(init_grads), None, None, None
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (H, H)
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bias, d_whh, dh0, None, None, None
 
 
 def rnn_kernel_plain(
@@ -366,7 +386,9 @@ def rnn_kernel_plain(
 
 
 def rnn_kernel_layer(
-    xw: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
     w_hh: Tensor,
     h0: Tensor,
     batch_sizes: List[int],
@@ -375,8 +397,11 @@ def rnn_kernel_layer(
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one Elman layer-direction."""
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        xw = kernel_project(x, w_ih, bias)
         return rnn_kernel_plain(xw, w_hh, h0, batch_sizes, reverse, relu)
-    out, h_n = RNNKernelFunction.apply(xw, w_hh, h0, batch_sizes, reverse, relu)
+    out, h_n = RNNKernelFunction.apply(
+        x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu
+    )
     return out, h_n
 
 
@@ -422,9 +447,10 @@ class CustomRNN(KernelStackBase, nn.RNN):
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
-        xw = kernel_project(x, w_ih, bias)  # (N, H)
         relu = self.nonlinearity == "relu"
-        out, h_n = rnn_kernel_layer(xw, w_hh, state[0], batch_sizes, reverse, relu)
+        out, h_n = rnn_kernel_layer(
+            x, w_ih, bias, w_hh, state[0], batch_sizes, reverse, relu
+        )
         return out, [h_n]
 
     def forward(
@@ -457,74 +483,87 @@ class CustomRNN(KernelStackBase, nn.RNN):
 class LSTMKernelFunction(torch.autograd.Function):
     """One direction of one LSTM layer; gates i, f, g, o as torch.
 
-    Forward saves the activated gates, c_t and tanh(c_t). Backward first forms, for
-    all steps at once, every factor that does not depend on the recurrence:
-        dz_{i,f,g} = dc_t * P_{i,f,g},  dz_o = dh_t * P_o,  dc_t += dh_t * K
-    with P = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c_t) σ'(o)], K = o tanh'(c_t),
-    so a step costs one matmul and five small elementwise ops.
+    Forward projects every step's input into the gate buffer, which each step then
+    completes in place; it saves the activated gates and c_t. Backward first forms,
+    for all steps at once, every factor that does not depend on the recurrence
+    (`lstm_backward_factors`):
+        dz_{i,f,g} = dc_t P_{i,f,g},   dz_o = dh_t P_o,   dc_t += dh_t K
+    so a step costs one matmul and five small elementwise ops; each weight gradient
+    is then one matmul over all steps.
     """
 
     @staticmethod
-    def forward(ctx, xw, w_hh, h0, c0, batch_sizes, reverse):
+    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse):
         H = h0.shape[1]
-        gates = torch.empty_like(xw)  # (N, 4H) i, f, g, o after activation
-        cs = xw.new_empty(xw.shape[0], H)  # (N, H) c_t
-        tcs = torch.empty_like(cs)  # (N, H) tanh(c_t)
+        gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
         hs = torch.empty_like(cs)  # (N, H) h_t: the output
+        gs, css, outs = (t.split(batch_sizes) for t in (gates, cs, hs))
         w_t = w_hh.t()
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
-        for row, size in kernel_steps(batch_sizes, reverse):
-            rows = slice(row, row + size)
-            h_prev = kernel_state_rows(h, h0, size, h_done)
-            c_prev = kernel_state_rows(c, c0, size, c_done)
-            a = torch.addmm(xw[rows], h_prev, w_t, out=gates[rows])  # (size, 4H)
-            a[:, : 2 * H].sigmoid_()
-            kernel_tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])
-            a[:, 3 * H :].sigmoid_()
+        for t in kernel_order(len(gs), reverse):
+            h_prev = kernel_state_rows(h, h0, batch_sizes[t], h_done)
+            c_prev = kernel_state_rows(c, c0, batch_sizes[t], c_done)
+            a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
             i, f, g, o = a.chunk(4, 1)
-            c = torch.mul(f, c_prev, out=cs[rows]).addcmul_(i, g)
-            h = torch.mul(o, kernel_tanh(c, out=tcs[rows]), out=hs[rows])
-        ctx.save_for_backward(w_hh, h0, c0, gates, cs, tcs, hs)
+            a[:, : 2 * H].sigmoid_()  # i, f
+            kernel_tanh(g, out=g)
+            o.sigmoid_()
+            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
+            h = kernel_tanh(c, out=outs[t]).mul_(o)
+        ctx.save_for_backward(x, w_ih, w_hh, h0, c0, gates, cs, hs)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, d_hn, d_cn):
-        w_hh, h0, c0, gates, cs, tcs, hs = ctx.saved_tensors
+        x, w_ih, w_hh, h0, c0, gates, cs, hs = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
         H = h0.shape[1]
-        i, f, g, o = gates.chunk(4, 1)
         c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
-        P = torch.cat(
-            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tcs * o * (1 - o)],
-            1,
-        )  # (N, 4H)
-        K = o * (1 - tcs * tcs)  # (N, H)
-        dz = torch.empty_like(gates)  # (N, 4H) gate pre-activation gradients
+        dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
+        d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        fs = gates[:, H : 2 * H].split(batch_sizes)
         h_grads: List[Tensor] = []
         c_grads: List[Tensor] = []
         dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
-        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
-            rows = slice(row, row + size)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_hs[rows]
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, K[rows])
-            dzt = dz[rows]  # (size, 4H)
-            torch.mul(  # dz_{i,f,g} = dc * P_{i,f,g}
-                P[rows, : 3 * H].view(size, 3, H),
-                dc.unsqueeze(1),
-                out=dzt[:, : 3 * H].view(size, 3, H),
-            )
-            torch.mul(dh, P[rows, 3 * H :], out=dzt[:, 3 * H :])
+        for t in kernel_order(len(dzs), not reverse):
+            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_outs[t]
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, Ks[t])
+            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+            dzt[:, 3 * H :].mul_(dh)  # o
             dh = dzt @ w_hh  # (size, H)
-            dc = dc * f[rows]
+            dc = dc * fs[t]
         kernel_state_rows_grad(dh, d_hn, 0, h_grads)
         kernel_state_rows_grad(dc, d_cn, 0, c_grads)
         d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        return dz, d_whh, dh0, dc0, None, None
+        return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None
+
+
+def lstm_backward_factors(
+    gates: Tensor, c_prev: Tensor, cs: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """P (N, 4H) and K (N, H) of the LSTM backward, for all steps at once.
+
+    P = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c_t) σ'(o)], K = o tanh'(c_t),
+    with σ'(a) = a - a² and tanh'(a) = 1 - a² in terms of the activations.
+    """
+    i, f, g, o = gates.chunk(4, 1)
+    P = torch.addcmul(gates, gates, gates, value=-1)  # a - a²: σ' of i, f, o
+    p_i, p_f, p_g, p_o = P.chunk(4, 1)
+    p_i.mul_(g)
+    p_f.mul_(c_prev)
+    p_g.sub_(g).add_(1).mul_(i)  # (g - g²) - g + 1 = 1 - g²
+    K = kernel_tanh(cs)  # tanh(c_t) ...
+    p_o.mul_(K)
+    K.mul_(K).neg_().add_(1).mul_(o)  # ... then o (1 - tanh²(c_t))
+    return P, K
 
 
 def lstm_kernel_plain(
@@ -552,7 +591,7 @@ def lstm_kernel_plain(
         g = kernel_tanh(a[:, 2 * H : 3 * H])
         o = a[:, 3 * H :].sigmoid()
         c = torch.addcmul(f * c_prev, i, g)
-        h = o * kernel_tanh(c)
+        h = kernel_tanh(c) * o
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -560,7 +599,9 @@ def lstm_kernel_plain(
 
 
 def lstm_kernel_layer(
-    xw: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
     w_hh: Tensor,
     h0: Tensor,
     c0: Tensor,
@@ -569,8 +610,11 @@ def lstm_kernel_layer(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H) outputs and (B, H) final h, c of one LSTM layer-direction."""
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        xw = kernel_project(x, w_ih, bias)
         return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse)
-    out, h_n, c_n = LSTMKernelFunction.apply(xw, w_hh, h0, c0, batch_sizes, reverse)
+    out, h_n, c_n = LSTMKernelFunction.apply(
+        x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse
+    )
     return out, h_n, c_n
 
 
@@ -619,9 +663,8 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
-        xw = kernel_project(x, w_ih, bias)  # (N, 4H)
         out, h_n, c_n = lstm_kernel_layer(
-            xw, w_hh, state[0], state[1], batch_sizes, reverse
+            x, w_ih, bias, w_hh, state[0], state[1], batch_sizes, reverse
         )
         return out, [h_n, c_n]
 
@@ -654,75 +697,63 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
 class PeepholeKernelFunction(torch.autograd.Function):
     """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
 
-    Backward as LSTMKernelFunction, plus the peephole paths: dc_t += dz_o p_o and
+    As LSTMKernelFunction, plus the peephole paths in backward: dc_t += dz_o p_o and
     dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over all
     steps after the loop.
     """
 
     @staticmethod
-    def forward(ctx, xw, w_hh, peep, h0, c0, batch_sizes, reverse):
+    def forward(ctx, x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse):
         H = h0.shape[1]
         p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
-        gates = torch.empty_like(xw)  # (N, 4H) i, f, g, o after activation
-        cs = xw.new_empty(xw.shape[0], H)  # (N, H) c_t
-        tcs = torch.empty_like(cs)  # (N, H) tanh(c_t)
+        gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
         hs = torch.empty_like(cs)  # (N, H) h_t: the output
+        gs, css, outs = (t.split(batch_sizes) for t in (gates, cs, hs))
         w_t = w_hh.t()
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
-        for row, size in kernel_steps(batch_sizes, reverse):
-            rows = slice(row, row + size)
+        for t in kernel_order(len(gs), reverse):
+            size = batch_sizes[t]
             h_prev = kernel_state_rows(h, h0, size, h_done)
             c_prev = kernel_state_rows(c, c0, size, c_done)
-            a = torch.addmm(xw[rows], h_prev, w_t, out=gates[rows])  # (size, 4H)
+            a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
+            i, f, g, o = a.chunk(4, 1)
             a_if = a[:, : 2 * H].view(size, 2, H)
             a_if.addcmul_(c_prev.unsqueeze(1), p_if).sigmoid_()  # i, f see c_{t-1}
-            kernel_tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])
-            i, f, g, o = a.chunk(4, 1)
-            c = torch.mul(f, c_prev, out=cs[rows]).addcmul_(i, g)
+            kernel_tanh(g, out=g)
+            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
             o.addcmul_(c, p_o).sigmoid_()  # o sees c_t
-            h = torch.mul(o, kernel_tanh(c, out=tcs[rows]), out=hs[rows])
-        ctx.save_for_backward(w_hh, peep, h0, c0, gates, cs, tcs, hs)
+            h = kernel_tanh(c, out=outs[t]).mul_(o)
+        ctx.save_for_backward(x, w_ih, w_hh, peep, h0, c0, gates, cs, hs)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, d_hn, d_cn):
-        w_hh, peep, h0, c0, gates, cs, tcs, hs = ctx.saved_tensors
+        x, w_ih, w_hh, peep, h0, c0, gates, cs, hs = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
         H = h0.shape[1]
         p_i, p_f, p_o = peep.chunk(3)
-        i, f, g, o = gates.chunk(4, 1)
         c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
-        P = torch.cat(
-            [g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tcs * o * (1 - o)],
-            1,
-        )  # (N, 4H)
-        K = o * (1 - tcs * tcs)  # (N, H)
-        dz = torch.empty_like(gates)  # (N, 4H) gate pre-activation gradients
+        dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
+        d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        fs = gates[:, H : 2 * H].split(batch_sizes)
         h_grads: List[Tensor] = []
         c_grads: List[Tensor] = []
         dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
-        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
-            rows = slice(row, row + size)
-            dzt = dz[rows]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_hs[rows]
-            dz_o = torch.mul(dh, P[rows, 3 * H :], out=dzt[:, 3 * H :])
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, K[rows])
-            dc.addcmul_(dz_o, p_o)
-            torch.mul(  # dz_{i,f,g} = dc * P_{i,f,g}
-                P[rows, : 3 * H].view(size, 3, H),
-                dc.unsqueeze(1),
-                out=dzt[:, : 3 * H].view(size, 3, H),
-            )
+        for t in kernel_order(len(dzs), not reverse):
+            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_outs[t]
+            dz_o = dzt[:, 3 * H :].mul_(dh)
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, Ks[t])
+            dc.addcmul_(dz_o, p_o)  # o saw c_t
+            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
             dh = dzt @ w_hh  # (size, H)
-            dc = (
-                (dc * f[rows])
-                .addcmul_(dzt[:, :H], p_i)
-                .addcmul_(dzt[:, H : 2 * H], p_f)
-            )
+            dc = dc * fs[t]  # i and f saw c_{t-1}:
+            dc.addcmul_(dzt[:, :H], p_i).addcmul_(dzt[:, H : 2 * H], p_f)
         kernel_state_rows_grad(dh, d_hn, 0, h_grads)
         kernel_state_rows_grad(dc, d_cn, 0, c_grads)
         d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
@@ -733,8 +764,9 @@ class PeepholeKernelFunction(torch.autograd.Function):
                 (dz[:, 3 * H :] * cs).sum(0),
             ]
         )
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        return dz, d_whh, d_peep, dh0, dc0, None, None
+        return dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None
 
 
 def peephole_kernel_plain(
@@ -766,7 +798,7 @@ def peephole_kernel_plain(
         g = kernel_tanh(a[:, 2 * H : 3 * H])
         c = torch.addcmul(f * c_prev, i, g)
         o = a[:, 3 * H :].addcmul(c, p_o).sigmoid()
-        h = o * kernel_tanh(c)
+        h = kernel_tanh(c) * o
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -774,7 +806,9 @@ def peephole_kernel_plain(
 
 
 def peephole_kernel_layer(
-    xw: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
     w_hh: Tensor,
     peep: Tensor,
     h0: Tensor,
@@ -784,9 +818,10 @@ def peephole_kernel_layer(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H) outputs and (B, H) final h, c of one peephole layer-direction."""
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        xw = kernel_project(x, w_ih, bias)
         return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse)
     out, h_n, c_n = PeepholeKernelFunction.apply(
-        xw, w_hh, peep, h0, c0, batch_sizes, reverse
+        x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse
     )
     return out, h_n, c_n
 
@@ -891,10 +926,9 @@ class PeepholeLSTM(CustomLSTM):
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
-        xw = kernel_project(x, w_ih, bias)  # (N, 4H)
         peep = self._flat_peepholes[k]
         out, h_n, c_n = peephole_kernel_layer(
-            xw, w_hh, peep, state[0], state[1], batch_sizes, reverse
+            x, w_ih, bias, w_hh, peep, state[0], state[1], batch_sizes, reverse
         )
         return out, [h_n, c_n]
 
@@ -907,72 +941,70 @@ class PeepholeLSTM(CustomLSTM):
 class GRUKernelFunction(torch.autograd.Function):
     """One direction of one GRU layer; gates r, z, n as torch.
 
-    Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a step is dh_t times a
-    factor known from the forward (Q below), so a step costs two elementwise ops and
-    one matmul; the input-side gradients are formed after the loop for all steps.
+    Forward projects every step's input into the gate buffer, which each step then
+    completes in place. Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a
+    step is dh_t times a factor known from the forward (da = dh_t q_a), so a step
+    costs two elementwise ops and one matmul; the input side follows for all steps.
     """
 
     @staticmethod
-    def forward(ctx, xw, w_hh, b_hh, h0, batch_sizes, reverse):
+    def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse):
         H = h0.shape[1]
-        gates = torch.empty_like(xw)  # (N, 3H) r, z, n after activation
-        hws = torch.empty_like(xw)  # (N, 3H) W_hh h_{t-1} + b_hh
-        hs = xw.new_empty(xw.shape[0], H)  # (N, H) outputs
+        gates = kernel_project(x, w_ih, b_ih)  # (N, 3H): input part, then r, z, n
+        hws = torch.empty_like(gates)  # (N, 3H) W_hh h_{t-1} + b_hh
+        hs = x.new_empty(gates.shape[0], H)  # (N, H) outputs
+        gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
         w_t = w_hh.t()
         done: List[Tensor] = []
         h = h0[:0]
-        for row, size in kernel_steps(batch_sizes, reverse):
-            rows = slice(row, row + size)
-            h_prev = kernel_state_rows(h, h0, size, done)
+        for t in kernel_order(len(gs), reverse):
+            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
             if b_hh is None:
-                hw = torch.mm(h_prev, w_t, out=hws[rows])  # (size, 3H)
+                hw = torch.mm(h_prev, w_t, out=hws_[t])  # (size, 3H)
             else:
-                hw = torch.addmm(b_hh, h_prev, w_t, out=hws[rows])
-            x, a = xw[rows], gates[rows]
-            rz = torch.add(x[:, : 2 * H], hw[:, : 2 * H], out=a[:, : 2 * H]).sigmoid_()
-            r, z = rz.chunk(2, 1)
-            n = torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :], out=a[:, 2 * H :])
+                hw = torch.addmm(b_hh, h_prev, w_t, out=hws_[t])
+            a = gs[t]
+            r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
+            n = a[:, 2 * H :].addcmul_(r, hw[:, 2 * H :])
             kernel_tanh(n, out=n)
-            h = torch.addcmul(n, z, h_prev - n, out=hs[rows])  # (1 - z) n + z h
-        ctx.save_for_backward(w_hh, b_hh, h0, gates, hws, hs)
+            h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+        ctx.save_for_backward(x, w_ih, w_hh, b_hh, h0, gates, hws, hs)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, done)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, d_hn):
-        w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
+        x, w_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
         H = h0.shape[1]
         r, z, n = gates.chunk(3, 1)
         h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
         q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh_t
-        q_a = torch.cat(  # da / dh_t for a = W_hh h_{t-1} + b_hh
+        da = torch.cat(  # da / dh_t; each step multiplies its rows by dh in place
             [q_n * hws[:, 2 * H :] * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r],
             1,
         )  # (N, 3H)
-        da = torch.empty_like(gates)  # (N, 3H)
         dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
+        d_outs, das, dhs_, zs = (t.split(batch_sizes) for t in (d_hs, da, dhs, z))
         init_grads: List[Tensor] = []
         dh = d_hn[:0]  # gradient of the state the next-run step started from
-        for row, size in reversed(kernel_steps(batch_sizes, reverse)):
-            rows = slice(row, row + size)
+        for t in kernel_order(len(das), not reverse):
+            size = batch_sizes[t]
             dh = torch.add(
                 kernel_state_rows_grad(dh, d_hn, size, init_grads),
-                d_hs[rows],
-                out=dhs[rows],
+                d_outs[t],
+                out=dhs_[t],
             )
-            dat = torch.mul(
-                q_a[rows].view(size, 3, H),
-                dh.unsqueeze(1),
-                out=da[rows].view(size, 3, H),
-            ).view(size, 3 * H)
-            dh = torch.addmm(dh * z[rows], dat, w_hh)  # (size, H)
+            das[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+            dh = torch.addmm(dh * zs[t], das[t], w_hh)  # (size, H)
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        d_xw = torch.cat([da[:, : 2 * H], dhs * q_n], 1)  # r, z shared with a
         d_whh = da.t() @ h_prev  # (3H, H)
-        d_bhh = da.sum(0) if b_hh is not None else None
-        return d_xw, d_whh, d_bhh, kernel_init_grad(init_grads), None, None
+        d_bhh = da.sum(0) if ctx.needs_input_grad[4] else None
+        torch.mul(dhs, q_n, out=da[:, 2 * H :])  # da is now the input side's gradient
+        dx, d_wih, d_bih = kernel_input_grads(ctx, da, x, w_ih)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bih, d_whh, d_bhh, dh0, None, None
 
 
 def gru_kernel_plain(
@@ -1008,7 +1040,9 @@ def gru_kernel_plain(
 
 
 def gru_kernel_layer(
-    xw: Tensor,
+    x: Tensor,
+    w_ih: Tensor,
+    b_ih: Optional[Tensor],
     w_hh: Tensor,
     b_hh: Optional[Tensor],
     h0: Tensor,
@@ -1017,8 +1051,11 @@ def gru_kernel_layer(
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        xw = kernel_project(x, w_ih, b_ih)
         return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
-    out, h_n = GRUKernelFunction.apply(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+    out, h_n = GRUKernelFunction.apply(
+        x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse
+    )
     return out, h_n
 
 
@@ -1063,8 +1100,10 @@ class CustomGRU(KernelStackBase, nn.GRU):
         reverse: bool,
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
-        xw = kernel_project(x, w_ih, b_ih)  # (N, 3H); b_hh stays inside r ⊙ (...)
-        out, h_n = gru_kernel_layer(xw, w_hh, b_hh, state[0], batch_sizes, reverse)
+        # b_hh stays inside r ⊙ (W_hn h + b_hn)
+        out, h_n = gru_kernel_layer(
+            x, w_ih, b_ih, w_hh, b_hh, state[0], batch_sizes, reverse
+        )
         return out, [h_n]
 
     def forward(
