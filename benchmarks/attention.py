@@ -140,6 +140,9 @@ def memory_mib(model, o: torch.Tensor):
         storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
+    o.grad = None
+    for p in model.parameters() if isinstance(model, nn.Module) else []:
+        p.grad = None
     with _LargestTensor() as fwd_bwd:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(o)
