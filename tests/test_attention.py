@@ -237,11 +237,12 @@ def test_blocked_equals_unblocked(kind, mask):
 
 def test_block_size_bounds_the_score_block():
     o = torch.zeros(16, 1024, 256)
-    assert DotAttention(256).block_size(o) * 16 * 1024 <= DotAttention.max_block
+    dot = DotAttention(256)
+    assert dot.block_size(o) * 16 * 1024 <= dot.max_block
     additive = AdditiveAttention(256)
     rows = additive.block_size(o[:, :256])
     assert 1 <= rows < 256
-    assert rows * 16 * 256 * 256 <= AdditiveAttention.max_block
+    assert rows * 16 * 256 * 256 <= additive.max_block
     assert additive.block_size(o) == 1  # one query row when even that is too big
     assert DotAttention(4).block_size(torch.zeros(2, 5, 4)) == 5
 

@@ -84,11 +84,12 @@ def test_inspect_reports_parts_shapes_kernels(specs, capsys):
 
 
 def test_build_and_check_never_import_torch(tmp_path):
+    specs = [str(p) for p in EXAMPLES]
     script = (
         "import sys\n"
         "from rnnspec.cli import main\n"
-        f"code = main(['build', *{[str(p) for p in EXAMPLES]!r}, '-o', {str(tmp_path)!r}])\n"
-        f"code += main(['check', *{[str(p) for p in EXAMPLES]!r}])\n"
+        f"code = main(['build', *{specs!r}, '-o', {str(tmp_path)!r}])\n"
+        f"code += main(['check', *{specs!r}])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "sys.exit(code)\n"
     )

@@ -102,15 +102,6 @@ ATTENTION = {
 }
 ALL = {**TORCH, **KERNELS, **ATTENTION}
 CASES = list(ALL)
-# Not scriptable yet: class-level attributes, super() and an autograd.Function in
-# rnnspec/nn/attention.py. strict: an unexpected pass fails, so the mark goes then.
-NOT_SCRIPTABLE = pytest.mark.xfail(
-    reason="attention modules are not TorchScript-compatible yet", strict=True
-)
-SCRIPT_CASES = [
-    pytest.param(name, marks=NOT_SCRIPTABLE if name in ATTENTION else ())
-    for name in ALL
-]
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +167,7 @@ def test_torch_export_matches_eager(name):
     assert_close(exported(*other), model(*other))
 
 
-@pytest.mark.parametrize("name", SCRIPT_CASES)
+@pytest.mark.parametrize("name", ALL)
 def test_torch_jit_script_matches_eager(name):
     spec, model, args = make(name)
     scripted = torch.jit.script(model)

@@ -244,7 +244,7 @@ def test_examples_round_trip(path):
 
 def test_ir_is_frozen_and_forbids_unknown_fields():
     (spec,) = rnnspec.parse_file(EXAMPLES[0])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="frozen"):
         spec.hidden = 3
     data = spec.model_dump()
     data["colour"] = "blue"

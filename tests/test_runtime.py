@@ -1,4 +1,4 @@
-"""instantiate and generated classes against torch's own modules, with shared weights."""
+"""instantiate and generated classes against torch's modules, with shared weights."""
 
 from __future__ import annotations
 

@@ -14,10 +14,12 @@ each divided by sqrt(D) when ``scale=True``. ``mask="causal"`` lets step i see t
 steps j <= i; ``mask="strict"`` only j < i, and step 0, which has nothing before it,
 gets ``context_0 = o_0`` (seed 000's model).
 
-All steps are computed at once, in blocks of query rows: block [start, end) only needs
-the keys j < end (the lower triangle), and its scores take B x (end - start) x end
-elements (x D for additive), so long sequences never hold a B x T x T (or
-B x T x T x D) tensor. Key 0 is allowed on every row (for strict, this is what makes
+All steps are computed at once, in blocks of query rows (``StepAttention.block_size``):
+block [start, end) only needs the keys j < end (the lower triangle), and its scores
+take B x (end - start) x end elements (x D for additive's tanh(q_i + k_j)), so no
+intermediate is B x T x T (or B x T x T x D). For training, the blocks' attention
+weights (about B x T x T / 2 in all) are kept for backward; additive's tanh tensor is
+recomputed instead. Key 0 is allowed on every row (for strict, this is what makes
 context_0 = o_0), so no softmax row is ever empty and nothing is NaN.
 
 With ``lengths``, a valid step i < length only sees keys j <= i < length, so keys past
@@ -74,7 +76,8 @@ class _ProductAttentionFn(torch.autograd.Function):
         dS_ij    = P_ij (g_i . o_j - delta_i)              (softmax backward)
         dL/dq_i  = sum_j dS_ij o_j
         dL/do_j += sum_i dS_ij q_i                         (o as keys)
-    accumulated in place, so no block allocates a full-size gradient.
+    accumulated in place, so no block allocates a full-size gradient. First-order
+    only (``once_differentiable``).
     """
 
     @staticmethod
@@ -86,6 +89,7 @@ class _ProductAttentionFn(torch.autograd.Function):
         return context
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         q, o, context, *weights = ctx.saved_tensors
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
@@ -101,20 +105,29 @@ class _ProductAttentionFn(torch.autograd.Function):
         return grad_q, grad_o, None, None
 
 
+def product_attention(q: Tensor, o: Tensor, block: int, strict: bool) -> Tensor:
+    """Blocked product attention; the hand-written backward when training.
+
+    TorchScript and torch.compile cannot trace an autograd.Function: they take the
+    plain blocks, whose autograd gives the same gradients.
+    """
+    training = torch.is_grad_enabled() and (q.requires_grad or o.requires_grad)
+    if not training or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return _product_attention_blocks(q, o, block, strict, None)
+    return _ProductAttentionFn.apply(q, o, block, strict)
+
+
 class StepAttention(nn.Module):
     """Attention over earlier steps; subclasses define the projections and scores.
+
+    Each subclass defines ``context(o)``: context_i = sum_{j allowed} softmax_j(s_ij)
+    o_j for all i, (B, T, D).
 
     ``forward(o, lengths)`` returns ``context`` (``combine="replace"``, (B, T, D)) or
     ``[o; context]`` (``combine="concat"``, (B, T, 2D)), padded rows zero.
     """
 
-    # Queries are processed in blocks of at most max_rows rows (so that long causal
-    # inputs skip most of the upper triangle) whose scores hold at most max_block
-    # elements: B x rows x T (x D for additive).
-    max_rows: int = 64
-    max_block: int = 1 << 21
-    # Elements per score: 1 for products, D for additive's tanh(q_i + k_j) vectors.
-    score_width: int = 1
+    use_sdpa: Optional[bool]
 
     def __init__(
         self,
@@ -135,6 +148,15 @@ class StepAttention(nn.Module):
         self.combine = combine
         self.scale = scale
         self.factor = 1.0 / math.sqrt(size) if scale else 1.0
+        # Queries are processed in blocks of at most max_rows rows (so that long
+        # causal inputs skip most of the upper triangle) whose scores hold at most
+        # max_block elements: B x rows x T (x D for additive).
+        self.max_rows = 64
+        self.max_block = 1 << 21
+        # Elements per score: 1 for products, D for additive's tanh(q_i + k_j).
+        self.score_width = 1
+        # Dot products on F.scaled_dot_product_attention: None = on CUDA only.
+        self.use_sdpa = None
 
     def extra_repr(self) -> str:
         options = f"mask={self.mask}, combine={self.combine}, scale={self.scale}"
@@ -152,12 +174,8 @@ class StepAttention(nn.Module):
     def block_size(self, o: Tensor) -> int:
         """Query rows per block: at most ``max_rows``, and ``max_block`` scores."""
         batch, steps, _ = o.shape
-        rows = self.max_block // (batch * steps * self.score_width)
+        rows = self.max_block // max(1, batch * steps * self.score_width)
         return max(1, min(steps, self.max_rows, rows))
-
-    def context(self, o: Tensor) -> Tensor:
-        """context_i = sum_{j allowed} softmax_j(s_ij) o_j, for all i: (B, T, D)."""
-        raise NotImplementedError
 
 
 class ProductAttention(StepAttention):
@@ -168,22 +186,18 @@ class ProductAttention(StepAttention):
     the blocked matmuls on CPU, where they measured faster.
     """
 
-    use_sdpa: Optional[bool] = None
-
     def queries(self, o: Tensor) -> Tensor:
-        """q_i, unscaled: (B, T, D)."""
-        raise NotImplementedError
+        """q_i, unscaled: (B, T, D). Dot attention's queries are the outputs."""
+        return o
 
     def context(self, o: Tensor) -> Tensor:
-        use_sdpa = o.is_cuda if self.use_sdpa is None else self.use_sdpa
-        if use_sdpa:
+        use_sdpa = self.use_sdpa
+        if o.is_cuda if use_sdpa is None else use_sdpa:
             return self.sdpa_context(o)
         q = self.queries(o)
         q = q * self.factor if self.scale else q  # (B, T, D)
         block, strict = self.block_size(o), self.mask == "strict"
-        if torch.is_grad_enabled() and (q.requires_grad or o.requires_grad):
-            return _ProductAttentionFn.apply(q, o, block, strict)
-        return _product_attention_blocks(q, o, block, strict, None)
+        return product_attention(q, o, block, strict)
 
     def sdpa_context(self, o: Tensor) -> Tensor:
         """The same context from ``F.scaled_dot_product_attention``: (B, T, D)."""
@@ -193,7 +207,7 @@ class ProductAttention(StepAttention):
                 q, o, o, is_causal=True, scale=self.factor
             )
         if o.shape[1] == 1:
-            return o
+            return o.clone()
         # strict: query i >= 1 sees keys 0..i-1, a causal mask over queries 1..T-1
         # and keys 0..T-2; step 0 keeps o_0.
         keys = o[:, :-1]  # (B, T-1, D)
@@ -204,10 +218,7 @@ class ProductAttention(StepAttention):
 
 
 class DotAttention(ProductAttention):
-    """s_ij = o_i . o_j (/ sqrt(D) with scale)."""
-
-    def queries(self, o: Tensor) -> Tensor:
-        return o
+    """s_ij = o_i . o_j (/ sqrt(D) with scale): the queries are the outputs."""
 
 
 class GeneralAttention(ProductAttention):
@@ -283,6 +294,7 @@ class _AdditiveAttentionFn(torch.autograd.Function):
         return context
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         q, k, v, o, context, *weights = ctx.saved_tensors
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
@@ -299,6 +311,18 @@ class _AdditiveAttentionFn(torch.autograd.Function):
             grad_q[:, start:end] = u.sum(2)
             grad_k[:, :end] += u.sum(1)
         return grad_q, grad_k, grad_v, grad_o, None, None
+
+
+def additive_attention(
+    q: Tensor, k: Tensor, v: Tensor, o: Tensor, block: int, strict: bool
+) -> Tensor:
+    """Blocked additive attention; the hand-written backward when training."""
+    training = torch.is_grad_enabled() and (
+        q.requires_grad or k.requires_grad or v.requires_grad or o.requires_grad
+    )
+    if not training or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return _additive_attention_blocks(q, k, v, o, block, strict, None)
+    return _AdditiveAttentionFn.apply(q, k, v, o, block, strict)
 
 
 class AdditiveAttention(StepAttention):
@@ -327,6 +351,4 @@ class AdditiveAttention(StepAttention):
         q, k = self.query(o), self.key(o)  # (B, T, D), (B, T, D)
         v = self.v * self.factor if self.scale else self.v  # (D,)
         block, strict = self.block_size(o), self.mask == "strict"
-        if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, o)):
-            return _AdditiveAttentionFn.apply(q, k, v, o, block, strict)
-        return _additive_attention_blocks(q, k, v, o, block, strict, None)
+        return additive_attention(q, k, v, o, block, strict)
