@@ -17,7 +17,9 @@ A language model here is a spec with `input tokens` and `head logits`. Its VOCAB
 fitted to the data: when the data's vocabulary has a different size, the model is
 built from the spec with that size (`spec.model_copy`), the run says so, and the
 fitted spec is what the checkpoint and `OUT/spec.rnn` hold. `strict_vocab=True`
-makes a mismatch an error instead.
+makes a mismatch an error instead. With `generated=FILE`, the class that
+`rnnspec build` wrote is trained instead, with the spec's VOCAB unchanged (the
+data's vocabulary must fit in it).
 """
 
 from __future__ import annotations
@@ -286,13 +288,13 @@ def load_spec(path: str, model: str | None = None) -> tuple[ModelSpec, str]:
 
 
 def fit_vocab(
-    spec: ModelSpec, vocab_size: int, strict: bool = False
+    spec: ModelSpec, vocab_size: int, strict: bool = False, fixed: bool = False
 ) -> tuple[ModelSpec, str | None]:
     """The language model of `spec` for a vocabulary of `vocab_size` tokens.
 
     Returns the spec (with VOCAB replaced when it differs) and a note saying so,
     or raises TrainError when `spec` is no language model (or strict and sizes
-    differ).
+    differ). `fixed`: VOCAB cannot change (a built class); the data must fit in it.
     """
     problems = []
     if spec.encoder != "recurrent":
@@ -313,8 +315,14 @@ def fit_vocab(
         )
     assert isinstance(spec.input, TokensInput)
     declared = spec.input.vocab
-    if declared == vocab_size:
+    if declared == vocab_size or (fixed and vocab_size < declared):
         return spec, None
+    if fixed:
+        raise TrainError(
+            f"the data has {vocab_size} distinct tokens but the built model "
+            f"{spec.name} has `input tokens {declared}`; raise VOCAB in the spec and "
+            "rebuild, or train without --generated"
+        )
     embed = spec.input.embed
     if strict:
         raise TrainError(
@@ -333,6 +341,38 @@ def fit_vocab(
         f"(saved as {SPEC}; --strict-vocab makes this an error)"
     )
     return fitted, note
+
+
+def load_generated(path: str, spec: ModelSpec, spec_source: str) -> type[nn.Module]:
+    """Class `spec.name` of the module that `rnnspec build` wrote from `spec_source`.
+
+    The module's header names the sha256 of the spec text it was built from; a
+    different hash means a stale build, which is refused rather than trained.
+    """
+    import importlib.util
+    import re
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TrainError(f"cannot read {path}: {exc.strerror}") from None
+    match = re.search(r"^# spec sha256: ([0-9a-f]{64})$", text, re.MULTILINE)
+    if match is None:
+        raise TrainError(f"{path} was not written by `rnnspec build`")
+    if match.group(1) != _sha256(spec_source):
+        raise TrainError(
+            f"{path} was built from another version of the spec; rebuild it with "
+            "`rnnspec build SPEC -o DIR`"
+        )
+    name = f"_rnnspec_generated_{Path(path).stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    cls = getattr(module, spec.name, None)
+    if cls is None:
+        raise TrainError(f"{path} has no class {spec.name}")
+    return cls
 
 
 def _forward(model: nn.Module, spec: ModelSpec, x: Tensor, lengths, state=None):
@@ -442,6 +482,9 @@ class TrainConfig:
     resume: bool = False
     force: bool = False
     strict_vocab: bool = False
+    # A module built from SPEC by `rnnspec build`: train its class instead of
+    # instantiate(spec) (the same model; see load_generated).
+    generated: str | None = None
     progress: bool = True
     plot: bool = True
 
@@ -618,6 +661,10 @@ def _train(
         base, spec_source = load_spec(config.spec, settings["model"])
     settings["model"] = base.name
 
+    built = None  # the class `rnnspec build` wrote, when asked to train it
+    if config.generated is not None:
+        built = load_generated(config.generated, base, spec_source)
+
     text, description = load_text(config.data)
     lines = token_lines(text, settings["tokens"])
     vocab = Vocab.build(lines, settings["tokens"])
@@ -628,7 +675,7 @@ def _train(
             f"{description} is not the text the run in {out} was trained on "
             f"({saved['data']})"
         )
-    spec, note = fit_vocab(base, len(vocab), config.strict_vocab)
+    spec, note = fit_vocab(base, len(vocab), config.strict_vocab, built is not None)
     if saved is not None and saved["spec"] != spec.model_dump():
         raise TrainError(
             f"{config.spec} model {spec.name} is not the model the run in {out} "
@@ -659,7 +706,7 @@ def _train(
 
     seed = settings["seed"]
     torch.manual_seed(seed)  # the same initial weights on every rank
-    model = instantiate(spec).to(device)
+    model = (instantiate(spec) if built is None else built()).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
     )
@@ -701,7 +748,9 @@ def _train(
     )
     if dist.main:
         say(
-            f"training {spec.name} ({spec.summary().rstrip('.')}; "
+            f"training {spec.name}"
+            + (f" of {config.generated}" if config.generated else "")
+            + f" ({spec.summary().rstrip('.')}; "
             f"{sum(p.numel() for p in model.parameters()):,} parameters) on "
             f"{description}: {train_set.tokens():,} train / {val_set.tokens():,} "
             f"validation tokens, vocab {len(vocab)}, {len(sampler)} batches of "
@@ -1005,12 +1054,14 @@ def generate(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     context: int = 256,
+    vocab_size: int | None = None,
 ) -> list[int]:
     """`length` token ids following `prompt` (at least one id).
 
     Models without attention carry their recurrent state from step to step; with
     attention, each step reruns the last `context` tokens (attention looks back
-    over its input only). `temperature` 0 picks the most likely token.
+    over its input only). `temperature` 0 picks the most likely token. Only ids
+    below `vocab_size` are drawn (a built model's VOCAB may exceed the data's).
     """
     if not prompt:
         raise ValueError("generate needs a prompt of at least one token")
@@ -1022,7 +1073,8 @@ def generate(
     logits, state = _forward(model, spec, torch.tensor([first], device=device), None)
     generated: list[int] = []
     for i in range(length):
-        token = _pick(logits[0, -1].float(), temperature, top_k, generator)
+        scores = logits[0, -1, :vocab_size].float()  # (V,)
+        token = _pick(scores, temperature, top_k, generator)
         generated.append(token)
         ids.append(token)
         if i == length - 1:

@@ -393,6 +393,37 @@ def test_cli_train_then_sample(files, capsys):
     assert again == 0 and capsys.readouterr().out == captured.out  # seeded
 
 
+def test_training_the_generated_class_equals_training_instantiate(files, tmp_path):
+    spec16 = tmp_path / "tiny16.rnn"  # the text has 16 tokens: no vocab fitting
+    spec16.write_text(TINY.replace("tokens 20", "tokens 16"))
+    assert main(["build", str(spec16), "-o", str(tmp_path / "gen")]) == 0
+    built = str(tmp_path / "gen" / "tiny16.py")
+    runtime = train(config(files, spec=str(spec16), steps=12))
+    generated = train(
+        config(files, spec=str(spec16), steps=12, generated=built, force=True)
+    )
+    assert type(generated.model).__module__ == "_rnnspec_generated_tiny16"
+    assert generated.losses == runtime.losses  # bit for bit: the same model
+    assert generated.val_loss == runtime.val_loss
+
+
+def test_generated_class_keeps_its_vocab_and_refuses_stale_builds(files, tmp_path):
+    assert main(["build", files["tiny"], "-o", str(tmp_path / "gen")]) == 0
+    built = str(tmp_path / "gen" / "tiny.py")
+    result = train(config(files, steps=6, generated=built))  # 16 tokens fit in 20
+    assert not result.notes and result.spec.input.vocab == 20
+    assert result.model.head.out_features == 20
+    ids = generate(result.model, result.spec, [0], 50, vocab_size=len(result.vocab))
+    assert max(ids) < len(result.vocab) == 16
+
+    Path(files["tiny"]).write_text(TINY.replace("tokens 20", "tokens 12"))
+    with pytest.raises(TrainError, match="built from another version of the spec"):
+        train(config(files, generated=built, force=True))
+    assert main(["build", files["tiny"], "-o", str(tmp_path / "gen")]) == 0
+    with pytest.raises(TrainError, match="the data has 16 distinct tokens but the"):
+        train(config(files, generated=built, force=True))
+
+
 def test_cli_errors_are_messages_not_tracebacks(files, capsys):
     args = ["train", files["tiny"], "--data", files["text"], "--out", files["out"]]
     assert main([*args, "--steps", "1", "--no-progress", "--strict-vocab"]) == 1

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         generator=generator,
+        vocab_size=len(vocab),
     )
     sep = " " if vocab.mode == "word" and text and not text.endswith("\n") else ""
     sys.stdout.write(text + sep + vocab.decode(ids) + "\n")

@@ -101,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fail when the data's vocabulary size is not the spec's VOCAB (default: "
         "build the model with the data's size and say so)",
     )
+    parser.add_argument(
+        "--generated",
+        metavar="FILE",
+        help="train the class that `rnnspec build SPEC` wrote to FILE (checked "
+        "against SPEC's sha256) instead of building the model at runtime; the "
+        "model keeps the spec's VOCAB",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plot", action="store_true", help="no loss.png")
 
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         force=args.force,
         strict_vocab=args.strict_vocab,
+        generated=args.generated,
         progress=not args.no_progress,
         plot=not args.no_plot,
     )
