@@ -6,8 +6,11 @@ Prints markdown tables. Inputs: recurrent outputs o of shape (B, T, H) with B=16
 H=256 (tanh of normal noise, like LSTM outputs), float32, torch's default threads.
 
 Rows, all on the same o:
-- seed 000 loop: seed 000's model, ``mask=strict`` general attention, one step at a
-  time (batched over B with bmm, as in tests/test_attention.py);
+- seed 000 loop as written: seed 000's model, ``mask=strict`` general attention, one
+  step at a time on one sequence at a time (the seed's model takes batch 1), the
+  anchor of the ratio columns;
+- seed 000 loop, batched over B: the same loop over the whole batch with bmm (as in
+  tests/test_attention.py), a stronger anchor;
 - rnnspec general strict: ``GeneralAttention(H, mask="strict")`` with the same
   weights (blocked matmuls on CPU), and the same module forced onto
   ``F.scaled_dot_product_attention`` (``use_sdpa=True``);
@@ -43,6 +46,21 @@ from torch.utils._pytree import tree_flatten
 from rnnspec.nn.attention import AdditiveAttention, DotAttention, GeneralAttention
 
 BATCH, HIDDEN = 16, 256
+
+
+def seed000_as_written(attn: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Seed 000's loop as the seed runs it, one (T, H) sequence at a time."""
+    outputs = []
+    for seq in x.unbind(0):  # the seed's model takes one sequence: batch 1
+        content_vectors = [seq[0].view(1, -1)]
+        for i in range(1, seq.size(0)):
+            prev_states = seq[:i]
+            current_state = seq[i].view(1, -1)
+            attn_prod = torch.mm(attn(current_state), prev_states.t())
+            attn_weights = F.softmax(attn_prod, dim=1)
+            content_vectors.append(torch.mm(attn_weights, prev_states))
+        outputs.append(torch.cat(content_vectors))
+    return torch.stack(outputs)  # (B, T, H)
 
 
 def seed000_loop(attn: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +182,11 @@ def make_cases(steps: int, quick: bool):
     general_sdpa.load_state_dict(general.state_dict())
     general_sdpa.use_sdpa = True
     cases = [
-        ("seed 000 loop (general, strict)", lambda o: seed000_loop(seed_attn, o)),
+        (
+            "seed 000 loop as written (one sequence at a time)",
+            lambda o: seed000_as_written(seed_attn, o),
+        ),
+        ("seed 000 loop, batched over B", lambda o: seed000_loop(seed_attn, o)),
         ("rnnspec general strict", general),
         ("rnnspec general strict, use_sdpa=True", general_sdpa),
         ("rnnspec dot causal", DotAttention(HIDDEN)),
@@ -217,7 +239,7 @@ def run(steps_list, repeats: int, loop_repeats_long: int, quick: bool) -> None:
     print(f" ({loop_repeats_long} for the loop at T >= 1024)")
     print()
     print(
-        "| T | method | fwd ms | fwd+bwd ms | fwd: loop / this | fwd+bwd: loop / this"
+        "| T | method | fwd ms | fwd+bwd ms | fwd: seed / this | fwd+bwd: seed / this"
         " | largest tensor fwd MiB | largest tensor fwd+bwd MiB | saved MiB |"
     )
     print("|" + "---|" * 9)
@@ -225,14 +247,19 @@ def run(steps_list, repeats: int, loop_repeats_long: int, quick: bool) -> None:
         torch.manual_seed(1)
         o = torch.randn(BATCH, steps, HIDDEN).tanh().requires_grad_()
         loop = None
-        for name, model in make_cases(steps, quick):
+        cases = make_cases(steps, quick)
+        with torch.no_grad():  # the loops and general strict compute the same thing
+            reference = cases[0][1](o)
+            for _, model in cases[1:3]:
+                torch.testing.assert_close(model(o), reference, atol=1e-5, rtol=1e-4)
+        for name, model in cases:
             is_loop = name.startswith("seed")
             n = loop_repeats_long if is_loop and steps >= 1024 else repeats
             fwd, fwd_bwd, *mem = measure(model, o, n)
-            if is_loop:
-                loop = (fwd, fwd_bwd)
             ratios = ["-", "-"]
-            if loop is not None and not is_loop:
+            if loop is None:
+                loop = (fwd, fwd_bwd)  # the first row: the loop as written
+            else:
                 ratios = [f"{loop[0] / fwd:.1f}x", f"{loop[1] / fwd_bwd:.1f}x"]
             mems = [f"{m:.1f}" for m in mem]
             cells = [str(steps), name, f"{fwd:.2f}", f"{fwd_bwd:.2f}", *ratios, *mems]

@@ -43,6 +43,58 @@ CELLS = [
 ]
 
 
+class Seed002Loop(nn.Module):
+    """Seed 002's from-scratch LSTM loops (weights taken from an nn.LSTM).
+
+    fused=False: the naive version, 8 matmuls per step (x_t @ U_i + h_t @ V_i + b_i
+    for each gate); fused=True: its optimized version, 2 matmuls per step
+    (x_t @ W + h_t @ U + bias, then the gates split).
+    """
+
+    def __init__(self, lstm: nn.LSTM, fused: bool):
+        super().__init__()
+        H = lstm.hidden_size
+        w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+        self.fused, self.hidden_size = fused, H
+        self.W = nn.Parameter(w_ih.t().contiguous())  # (input, 4H), gates i f g o
+        self.U = nn.Parameter(w_hh.t().contiguous())  # (H, 4H)
+        self.bias = nn.Parameter(bias.clone())
+        self.U_x = nn.ParameterList(
+            nn.Parameter(w.contiguous()) for w in self.W.chunk(4, 1)
+        )
+        self.V_h = nn.ParameterList(
+            nn.Parameter(w.contiguous()) for w in self.U.chunk(4, 1)
+        )
+        self.b = nn.ParameterList(nn.Parameter(b.clone()) for b in self.bias.chunk(4))
+
+    def forward(self, x):
+        bs, seq_sz, _ = x.size()
+        HS = self.hidden_size
+        h_t = x.new_zeros(bs, HS)
+        c_t = x.new_zeros(bs, HS)
+        hidden_seq = []
+        for t in range(seq_sz):
+            x_t = x[:, t, :]
+            if self.fused:
+                gates = x_t @ self.W + h_t @ self.U + self.bias
+                i_t = torch.sigmoid(gates[:, :HS])
+                f_t = torch.sigmoid(gates[:, HS : HS * 2])
+                g_t = torch.tanh(gates[:, HS * 2 : HS * 3])
+                o_t = torch.sigmoid(gates[:, HS * 3 :])
+            else:
+                U, V, b = self.U_x, self.V_h, self.b
+                i_t = torch.sigmoid(x_t @ U[0] + h_t @ V[0] + b[0])
+                f_t = torch.sigmoid(x_t @ U[1] + h_t @ V[1] + b[1])
+                g_t = torch.tanh(x_t @ U[2] + h_t @ V[2] + b[2])
+                o_t = torch.sigmoid(x_t @ U[3] + h_t @ V[3] + b[3])
+            c_t = f_t * c_t + i_t * g_t
+            h_t = o_t * torch.tanh(c_t)
+            hidden_seq.append(h_t.unsqueeze(0))
+        hidden_seq = torch.cat(hidden_seq, dim=0).transpose(0, 1).contiguous()
+        return hidden_seq, (h_t, c_t)
+
+
 def machine() -> str:
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -65,7 +117,12 @@ def contenders(ours_cls, torch_cls, size, layers, bidirectional):
         size, size, layers, batch_first=True, bidirectional=bidirectional
     )
     theirs.load_state_dict(ours.state_dict(), strict=False)
-    return {"torch": theirs, "ours": ours}
+    models = {"torch": theirs, "ours": ours}
+    if torch_cls is nn.LSTM and ours_cls is CustomLSTM and layers == 1:
+        if not bidirectional:
+            models["seed 002 naive loop (8 matmuls/step)"] = Seed002Loop(theirs, False)
+            models["seed 002 fused loop (2 matmuls/step)"] = Seed002Loop(theirs, True)
+    return models
 
 
 def time_pair(models, x, grad, repeats):
@@ -131,16 +188,30 @@ def main(argv=None):
             x = torch.randn(args.batch, args.steps, args.size, requires_grad=True)
             out_size = args.size * (2 if bidirectional else 1)
             grad = torch.randn(args.batch, args.steps, out_size)
+            with torch.no_grad():  # the same outputs (peepholes add terms)
+                expected = models["torch"](x)[0]
+                for name, model in models.items():
+                    if isinstance(model, PeepholeLSTM):
+                        continue
+                    torch.testing.assert_close(
+                        model(x)[0], expected, atol=1e-5, rtol=1e-4, msg=name
+                    )
             times = time_pair(models, x, grad, args.repeats)
-            for k, p in enumerate(("fwd", "fwd+bwd")):
-                ours, theirs = times[("ours", p)], times[("torch", p)]
-                ratio = statistics.median(a / b for a, b in zip(ours, theirs))
-                target = f"≤ {targets[k]}×" if targets else "—"
-                print(
-                    f"| {label} | {shape} | {p} | "
-                    f"{1e3 * statistics.median(theirs):.1f} | "
-                    f"{1e3 * statistics.median(ours):.1f} | {ratio:.2f}× | {target} |"
-                )
+            for name in models:
+                if name == "torch":
+                    continue
+                row = label if name == "ours" else name
+                for k, p in enumerate(("fwd", "fwd+bwd")):
+                    ours, theirs = times[(name, p)], times[("torch", p)]
+                    ratio = statistics.median(a / b for a, b in zip(ours, theirs))
+                    mine = targets and name == "ours"
+                    target = f"≤ {targets[k]}×" if mine else "—"
+                    print(
+                        f"| {row} | {shape} | {p} | "
+                        f"{1e3 * statistics.median(theirs):.1f} | "
+                        f"{1e3 * statistics.median(ours):.1f} | {ratio:.2f}× | "
+                        f"{target} |"
+                    )
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
