@@ -301,6 +301,25 @@ class KernelStackBase:
         )
         return out, state
 
+    def _kernel_one_state_forward(
+        self, input, hx: Optional[Tensor], lengths: Optional[Tensor]
+    ) -> Tuple[Tensor, Tensor]:
+        """forward of the cells whose state is h alone (RNN, GRU)."""
+        if not torch.jit.is_scripting():
+            if self._kernel_defers_to_torch(input, lengths):
+                return self._kernel_torch_forward(input, hx, lengths)
+            if isinstance(input, nn.utils.rnn.PackedSequence):
+                out, s = self._kernel_packed_sequence(
+                    input, None if hx is None else [hx], 1
+                )
+                return out, s[0]
+        if hx is not None:
+            self.check_forward_args(input, hx, None)
+        output, states = self._kernel_forward(
+            input, None if hx is None else [hx], lengths, 1
+        )
+        return output, states[0]
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", impl={self.impl!r}"
 
@@ -459,20 +478,7 @@ class CustomRNN(KernelStackBase, nn.RNN):
         hx: Optional[Tensor] = None,
         lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        if not torch.jit.is_scripting():
-            if self._kernel_defers_to_torch(input, lengths):
-                return self._kernel_torch_forward(input, hx, lengths)
-            if isinstance(input, nn.utils.rnn.PackedSequence):
-                out, s = self._kernel_packed_sequence(
-                    input, None if hx is None else [hx], 1
-                )
-                return out, s[0]
-        if hx is not None:
-            self.check_forward_args(input, hx, None)
-        output, states = self._kernel_forward(
-            input, None if hx is None else [hx], lengths, 1
-        )
-        return output, states[0]
+        return self._kernel_one_state_forward(input, hx, lengths)
 
 
 # ---------------------------------------------------------------------------------
@@ -1112,17 +1118,4 @@ class CustomGRU(KernelStackBase, nn.GRU):
         hx: Optional[Tensor] = None,
         lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        if not torch.jit.is_scripting():
-            if self._kernel_defers_to_torch(input, lengths):
-                return self._kernel_torch_forward(input, hx, lengths)
-            if isinstance(input, nn.utils.rnn.PackedSequence):
-                out, s = self._kernel_packed_sequence(
-                    input, None if hx is None else [hx], 1
-                )
-                return out, s[0]
-        if hx is not None:
-            self.check_forward_args(input, hx, None)
-        output, states = self._kernel_forward(
-            input, None if hx is None else [hx], lengths, 1
-        )
-        return output, states[0]
+        return self._kernel_one_state_forward(input, hx, lengths)
