@@ -33,9 +33,10 @@ one-shot implementation. "saved" is the storage kept between forward and backwar
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -43,37 +44,17 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from rnnspec.nn.attention import AdditiveAttention, DotAttention, GeneralAttention
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import cpu_model  # noqa: E402
+from benchmarks.seeds import seed000_as_written, seed000_loop  # noqa: E402
+from rnnspec.nn.attention import (  # noqa: E402
+    AdditiveAttention,
+    DotAttention,
+    GeneralAttention,
+)
 
 BATCH, HIDDEN = 16, 256
-
-
-def seed000_as_written(attn: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Seed 000's loop as the seed runs it, one (T, H) sequence at a time."""
-    outputs = []
-    for seq in x.unbind(0):  # the seed's model takes one sequence: batch 1
-        content_vectors = [seq[0].view(1, -1)]
-        for i in range(1, seq.size(0)):
-            prev_states = seq[:i]
-            current_state = seq[i].view(1, -1)
-            attn_prod = torch.mm(attn(current_state), prev_states.t())
-            attn_weights = F.softmax(attn_prod, dim=1)
-            content_vectors.append(torch.mm(attn_weights, prev_states))
-        outputs.append(torch.cat(content_vectors))
-    return torch.stack(outputs)  # (B, T, H)
-
-
-def seed000_loop(attn: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Seed 000's per-step loop, batched over B: x (B, T, H) -> (B, T, H)."""
-    content_vectors = [x[:, 0:1]]
-    for i in range(1, x.size(1)):
-        prev_states = x[:, :i]  # (B, i, H)
-        current_state = x[:, i : i + 1]  # (B, 1, H)
-        attn_prod = torch.bmm(attn(current_state), prev_states.transpose(1, 2))
-        attn_weights = F.softmax(attn_prod, dim=2)  # (B, 1, i)
-        context = torch.bmm(attn_weights, prev_states)  # (B, 1, H)
-        content_vectors.append(context)
-    return torch.cat(content_vectors, 1)
 
 
 # ---------------------------------------------------------------- measuring
@@ -200,17 +181,6 @@ def make_cases(steps: int, quick: bool):
         )
     )
     return cases
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure(model, o: torch.Tensor, repeats: int):

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import cpu_model  # noqa: E402
 
 
 def wall(command: list[str], repeats: int) -> float:
@@ -70,7 +73,7 @@ def main() -> None:
     pass_s = wall([sys.executable, "-c", "pass"], args.repeats)
     ours, bare = model_overhead(args.repeats)
     print(
-        f"machine: {platform.processor() or platform.machine()}, python "
+        f"machine: {cpu_model()}, python "
         f"{platform.python_version()}, median of {args.repeats}"
     )
     print()

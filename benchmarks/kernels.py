@@ -15,9 +15,7 @@ module); PeepholeLSTM is timed against nn.LSTM, the cost of its extra terms.
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
+from benchmarks.seeds import Seed002Loop  # noqa: E402
 from rnnspec.nn.kernels import (  # noqa: E402
     CustomGRU,
     CustomLSTM,
@@ -41,74 +41,6 @@ CELLS = [
     ("GRU", CustomGRU, nn.GRU, None),
     ("RNN tanh", CustomRNN, nn.RNN, None),
 ]
-
-
-class Seed002Loop(nn.Module):
-    """Seed 002's from-scratch LSTM loops (weights taken from an nn.LSTM).
-
-    fused=False: the naive version, 8 matmuls per step (x_t @ U_i + h_t @ V_i + b_i
-    for each gate); fused=True: its optimized version, 2 matmuls per step
-    (x_t @ W + h_t @ U + bias, then the gates split).
-    """
-
-    def __init__(self, lstm: nn.LSTM, fused: bool):
-        super().__init__()
-        H = lstm.hidden_size
-        w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
-        self.fused, self.hidden_size = fused, H
-        self.W = nn.Parameter(w_ih.t().contiguous())  # (input, 4H), gates i f g o
-        self.U = nn.Parameter(w_hh.t().contiguous())  # (H, 4H)
-        self.bias = nn.Parameter(bias.clone())
-        self.U_x = nn.ParameterList(
-            nn.Parameter(w.contiguous()) for w in self.W.chunk(4, 1)
-        )
-        self.V_h = nn.ParameterList(
-            nn.Parameter(w.contiguous()) for w in self.U.chunk(4, 1)
-        )
-        self.b = nn.ParameterList(nn.Parameter(b.clone()) for b in self.bias.chunk(4))
-
-    def forward(self, x):
-        bs, seq_sz, _ = x.size()
-        HS = self.hidden_size
-        h_t = x.new_zeros(bs, HS)
-        c_t = x.new_zeros(bs, HS)
-        hidden_seq = []
-        for t in range(seq_sz):
-            x_t = x[:, t, :]
-            if self.fused:
-                gates = x_t @ self.W + h_t @ self.U + self.bias
-                i_t = torch.sigmoid(gates[:, :HS])
-                f_t = torch.sigmoid(gates[:, HS : HS * 2])
-                g_t = torch.tanh(gates[:, HS * 2 : HS * 3])
-                o_t = torch.sigmoid(gates[:, HS * 3 :])
-            else:
-                U, V, b = self.U_x, self.V_h, self.b
-                i_t = torch.sigmoid(x_t @ U[0] + h_t @ V[0] + b[0])
-                f_t = torch.sigmoid(x_t @ U[1] + h_t @ V[1] + b[1])
-                g_t = torch.tanh(x_t @ U[2] + h_t @ V[2] + b[2])
-                o_t = torch.sigmoid(x_t @ U[3] + h_t @ V[3] + b[3])
-            c_t = f_t * c_t + i_t * g_t
-            h_t = o_t * torch.tanh(c_t)
-            hidden_seq.append(h_t.unsqueeze(0))
-        hidden_seq = torch.cat(hidden_seq, dim=0).transpose(0, 1).contiguous()
-        return hidden_seq, (h_t, c_t)
-
-
-def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in lscpu.splitlines()
-            if line.startswith("Model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def contenders(ours_cls, torch_cls, size, layers, bidirectional):
@@ -157,12 +89,7 @@ def time_pair(models, x, grad, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--size", type=int, default=256, help="input = hidden size")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    add_kernel_arguments(parser, repeats=11, batch=32, steps=100)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,9 +20,7 @@ per-repeat ratios.
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +30,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
 from rnnspec.nn.kernels import CustomGRU, CustomLSTM, CustomRNN  # noqa: E402
 
 CELLS = [
@@ -39,19 +38,6 @@ CELLS = [
     ("GRU", CustomGRU, nn.GRU, False),
     ("RNN tanh", CustomRNN, nn.RNN, False),
 ]
-
-
-def machine() -> str:
-    """lscpu's model name, cores, torch version and threads."""
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    names = [
-        ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if "Model name" in ln
-    ]
-    model = names[0] if names else platform.processor()
-    return (
-        f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
-    )
 
 
 def measure(ours, theirs, x, grad, lengths, repeats):
@@ -102,12 +88,7 @@ def measure(ours, theirs, x, grad, lengths, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--size", type=int, default=256, help="input = hidden size")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    add_kernel_arguments(parser, repeats=7, batch=64, steps=200)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

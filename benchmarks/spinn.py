@@ -13,7 +13,6 @@ of process CPU time (the latter is steadier on a shared machine), and their rati
 """
 
 import argparse
-import platform
 import random
 import statistics
 import sys
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import cpu_model  # noqa: E402
 from rnnspec.nn.spinn import SpinnModel  # noqa: E402
 from rnnspec.trees import (  # noqa: E402
     REDUCE,
@@ -126,7 +126,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(
-        f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"# torch {torch.__version__}, {cpu_model()}, "
         f"{args.threads} thread(s); B={args.batch}, embed={args.embed}, "
         + (f"ListOps depth<={args.max_depth}, " if args.trees == "listops" else "")
         + f"{args.trees} trees of {args.min_length}-{args.max_length} tokens, "

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.seeds import seed000_loop
 from rnnspec.nn import attention as attention_module
 from rnnspec.nn.attention import (
     AdditiveAttention,
@@ -22,19 +22,6 @@ KINDS = {
     "additive": AdditiveAttention,
 }
 MASKS = ["causal", "strict"]
-
-
-def seed000_loop(attn: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Seed 000's per-step loop, batched over B: x (B, T, H) -> (B, T, H)."""
-    content_vectors = [x[:, 0:1]]
-    for i in range(1, x.size(1)):
-        prev_states = x[:, :i]  # (B, i, H)
-        current_state = x[:, i : i + 1]  # (B, 1, H)
-        attn_prod = torch.bmm(attn(current_state), prev_states.transpose(1, 2))
-        attn_weights = F.softmax(attn_prod, dim=2)  # (B, 1, i)
-        context = torch.bmm(attn_weights, prev_states)  # (B, 1, H)
-        content_vectors.append(context)
-    return torch.cat(content_vectors, 1)
 
 
 def reference_loop(att, o, lengths=None):
