@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import textwrap
 from typing import Any
 
@@ -32,6 +33,22 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+# The header line of a generated module that names the spec it was built from
+# (module.py.j2 writes it; `rnnspec train --generated` checks it).
+_SPEC_HASH_LINE = re.compile(r"^# spec sha256: ([0-9a-f]{64})$", re.MULTILINE)
+
+
+def spec_sha256(source: str) -> str:
+    """The hash a generated module's header names: of the spec file's text."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def built_spec_sha256(module_text: str) -> str | None:
+    """The spec hash in the header of a module `generate` wrote, else None."""
+    match = _SPEC_HASH_LINE.search(module_text)
+    return match.group(1) if match else None
 
 
 def python_literal(value: Any, indent: int = 0) -> str:
@@ -101,7 +118,7 @@ def generate(
         .render(
             version=__version__,
             spec_file=spec_file,
-            sha256=hashlib.sha256(source.encode("utf-8")).hexdigest(),
+            sha256=spec_sha256(source),
             docstring=docstring,
             imports=render_imports(imports),
             class_names=[json.dumps(n) for n in names],

@@ -350,16 +350,17 @@ def load_generated(path: str, spec: ModelSpec, spec_source: str) -> type[nn.Modu
     different hash means a stale build, which is refused rather than trained.
     """
     import importlib.util
-    import re
+
+    from rnnspec.codegen import built_spec_sha256, spec_sha256
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise TrainError(f"cannot read {path}: {exc.strerror}") from None
-    match = re.search(r"^# spec sha256: ([0-9a-f]{64})$", text, re.MULTILINE)
-    if match is None:
+    built_from = built_spec_sha256(text)
+    if built_from is None:
         raise TrainError(f"{path} was not written by `rnnspec build`")
-    if match.group(1) != _sha256(spec_source):
+    if built_from != spec_sha256(spec_source):
         raise TrainError(
             f"{path} was built from another version of the spec; rebuild it with "
             "`rnnspec build SPEC -o DIR`"
