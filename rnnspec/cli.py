@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from rnnspec import __version__
 from rnnspec.errors import SpecError
-from rnnspec.files import write_atomic
+from rnnspec.files import WriteError, directory_problem, shown, write_all
+from rnnspec.files import problem as files_problem
 from rnnspec.ir import ModelSpec
 
 
@@ -37,6 +39,9 @@ def _load(paths: Sequence[str]) -> tuple[dict[Path, tuple[str, list[ModelSpec]]]
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    """All or nothing: every target is checked, and every file staged, before any is
+    replaced; a file `rnnspec build` did not write is overwritten only with --force,
+    and an input never."""
     from rnnspec.codegen import generate
 
     loaded, failures = _load(args.specs)
@@ -46,7 +51,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         target = out_dir / f"{path.stem}.py"
         if target in outputs:
             print(
-                f"{path}: error: writes {target}, as {outputs[target]} does; "
+                f"{shown(path)}: error: writes {shown(target)}, as "
+                f"{shown(outputs[target])} does; "
                 "rename one of them",
                 file=sys.stderr,
             )
@@ -59,15 +65,76 @@ def cmd_build(args: argparse.Namespace) -> int:
         target: generate(loaded[path][1], spec_file=path.name, source=loaded[path][0])
         for target, path in outputs.items()
     }
-    for target, text in rendered.items():
-        if target.exists() and target.read_text(encoding="utf-8") == text:
-            status = "unchanged"
-        else:
-            write_atomic(target, text)
-            status = "wrote"
+    changed, problems = _plan_writes(rendered, out_dir, list(loaded), args.force)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"rnnspec: {len(problems)} error(s); nothing written", file=sys.stderr)
+        return 1
+    try:
+        write_all({target: rendered[target] for target in changed})
+    except WriteError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for target in rendered:
+        status = "wrote" if target in changed else "unchanged"
         names = ", ".join(spec.name for spec in loaded[outputs[target]][1])
-        print(f"{status} {target} ({names})")
+        print(f"{status} {shown(target)} ({names})")
     return 0
+
+
+_FOREIGN_FILE = (
+    "exists and was not written by rnnspec (no rnnspec header); refusing to "
+    "overwrite it: move it away, pick another -o DIR, or pass --force"
+)
+
+
+def _plan_writes(
+    rendered: dict[Path, str], out_dir: Path, inputs: list[Path], force: bool
+) -> tuple[list[Path], list[str]]:
+    """The targets whose text changes, and a diagnostic for each that must not be
+    written: checked for all before any is written."""
+    from rnnspec.codegen import is_generated
+
+    problem = directory_problem(out_dir)
+    if problem:
+        return [], [f"{shown(out_dir)}: error: {problem}"]
+    changed: list[Path] = []
+    problems: list[str] = []
+    for target, text in rendered.items():
+        problem = files_problem(target)
+        if problem is None and target.exists():
+            problem = _input_problem(target, inputs)
+            if problem is None:
+                try:
+                    current = target.read_text(encoding="utf-8", errors="replace")
+                except OSError as exc:
+                    problem = f"cannot read: {exc.strerror}"
+                else:
+                    if current == text:
+                        continue
+                    if not force and not is_generated(current):
+                        problem = _FOREIGN_FILE
+        if problem:
+            problems.append(f"{shown(target)}: error: {problem}")
+        else:
+            changed.append(target)
+    return changed, problems
+
+
+def _input_problem(target: Path, inputs: list[Path]) -> str | None:
+    """Set when `target` is one of the specs being built (even via links)."""
+    for spec in inputs:
+        try:
+            same = os.path.samefile(target, spec)
+        except OSError:
+            continue
+        if same:
+            return (
+                f"is the spec {shown(spec)} itself; refusing to overwrite an input, "
+                "even with --force: pick another -o DIR"
+            )
+    return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -101,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("specs", nargs="+", metavar="SPEC")
     build.add_argument(
         "-o", "--output", default="generated", metavar="DIR", help="(generated/)"
+    )
+    build.add_argument(
+        "--force",
+        action="store_true",
+        help="also overwrite files rnnspec did not write (never a spec being built)",
     )
     build.set_defaults(run=cmd_build)
 

@@ -1,8 +1,11 @@
 """`rnnspec fmt SPEC... [--check | --diff]`: rewrite specs in canonical form.
 
-Every spec is formatted before anything is written, so a spec with errors leaves all
-files untouched (diagnostics on stderr, exit 1). Files are replaced atomically and
-keep their permissions. `-` reads stdin and writes stdout, for editors.
+Every spec is formatted, and every changed file staged, before anything is replaced,
+so a spec with errors or a file that cannot be written leaves all files untouched
+(diagnostics on stderr, exit 1). Files are replaced atomically and keep their
+permissions; a symbolic link stays a link (the file it points to is formatted), and a
+file with several hard links is rewritten in place so that all its names see the
+change (`rnnspec.files`). `-` reads stdin and writes stdout, for editors.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 from pathlib import Path
 
 from rnnspec.errors import SpecError
-from rnnspec.files import write_atomic
+from rnnspec.files import WriteError, shown, write_all
 
 STDIN = "-"
 
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         for name, old, new in changed:
             sys.stdout.write(unified_diff(old, new, name))
             if args.check:
-                print(f"would reformat {name}", file=sys.stderr)
+                print(f"would reformat {shown(name)}", file=sys.stderr)
         if args.check and changed:
             print(
                 f"rnnspec: {len(changed)} of {len(results)} spec(s) not canonical",
@@ -71,14 +74,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"{len(results)} spec(s) canonical")
         return 0
 
+    rewrites = {Path(n): new for n, old, new in results if n != STDIN and old != new}
+    try:
+        write_all(rewrites)
+    except WriteError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     for name, old, new in results:
         if name == STDIN:
             sys.stdout.write(new)
         elif old != new:
-            write_atomic(Path(name), new)
-            print(f"reformatted {name}")
+            print(f"reformatted {shown(name)}")
         else:
-            print(f"unchanged {name}")
+            print(f"unchanged {shown(name)}")
     return 0
 
 

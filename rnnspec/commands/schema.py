@@ -30,9 +30,17 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
         return 0
-    from rnnspec.files import write_atomic
+    from rnnspec.files import WriteError, problem, shown, write_atomic
 
     target = Path(args.output)
-    write_atomic(target, text)
-    print(f"wrote {target}")
+    reason = problem(target)
+    if reason:
+        print(f"{shown(target)}: error: {reason}", file=sys.stderr)
+        return 1
+    try:
+        write_atomic(target, text)
+    except WriteError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"wrote {shown(target)}")
     return 0
