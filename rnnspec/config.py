@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,21 @@ _IGNORED_KEYS = frozenset(
 #: Keys of the `{"spec": ..., "model": ...}` form.
 _SPEC_KEYS = ("spec", "model")
 
-KeyPath = tuple[str, ...]
+#: Where a value sits in the config: its keys, as the config spells them.
+KeyPath = tuple[Any, ...]
+
+#: A path in a config is read only if it names a file with this suffix: a config
+#: never makes rnnspec read (and echo in an error) a file that is not a spec.
+SPEC_SUFFIX = ".rnn"
+
+#: The largest spec file read. Specs are a few hundred bytes; the cap stops
+#: `/dev/zero`-like files from filling memory.
+MAX_SPEC_BYTES = 1 << 20
+
+#: How deeply a config value may nest, and how many values it may hold once YAML
+#: aliases are expanded. A model's fields are three levels and a few dozen values.
+MAX_CONFIG_DEPTH = 32
+MAX_CONFIG_VALUES = 10_000
 
 
 def from_config(
@@ -102,7 +118,7 @@ def _spec(
                 key, "give either one value or keyword fields, not both"
             )
         obj = fields
-    obj = _plain(obj, key)
+    obj = _resolved(obj, key)
     if isinstance(obj, ModelSpec):
         return _check_name(obj, model, key)
     if isinstance(obj, (str, os.PathLike)):
@@ -135,8 +151,8 @@ def _from_spec_mapping(
     expected = "; expected " + one_of(_SPEC_KEYS)
     problems = [
         Diagnostic(
-            f"{_dotted(key + (str(name),))}: unknown key '{name}'"
-            f"{did_you_mean(str(name), _SPEC_KEYS) or expected}"
+            f"{_dotted(key + (name,))}: unknown key {_shown(name)}"
+            f"{did_you_mean(_label(name), _SPEC_KEYS) or expected}"
         )
         for name in data
         if name not in _SPEC_KEYS
@@ -146,7 +162,7 @@ def _from_spec_mapping(
     chosen = data.get("model")
     if chosen is not None and not isinstance(chosen, str):
         raise _config_error(
-            key + ("model",), f"model must be a model name, got {chosen!r}"
+            key + ("model",), f"model must be a model name, got {_shown(chosen)}"
         )
     if chosen is not None and model is not None and chosen != model:
         raise _config_error(
@@ -154,8 +170,8 @@ def _from_spec_mapping(
             f"the config picks model '{chosen}' but the caller asked for '{model}'",
         )
     name = chosen if chosen is not None else model
-    value = data["spec"]
     spec_key = key + ("spec",)
+    value = _resolved(data["spec"], spec_key)
     if isinstance(value, (str, os.PathLike)):
         return _from_text_or_path(value, spec_key, base_dir, name)
     if isinstance(value, Mapping):
@@ -179,17 +195,60 @@ def _from_text_or_path(
     model: str | None,
 ) -> ModelSpec:
     if isinstance(value, str) and _looks_like_text(value):
-        filename = _dotted(key) if key else "<spec>"
-        return _pick(parse(value, filename=filename), model, key)
-    file = _resolve(Path(value), base_dir)
-    if not file.is_file() and isinstance(value, str) and re.match(r"\s*model\s", value):
         return _pick(parse(value, filename=_dotted(key) or "<spec>"), model, key)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise _config_error(key, f"cannot read spec file '{file}': {reason}") from None
-    return _pick(parse(text, filename=str(file)), model, key)
+        file = _resolve(Path(value), base_dir)
+    except RuntimeError as exc:  # `~user` with no such user
+        raise _cannot_read(key, value, str(exc).rstrip(".")) from None
+    is_spec_path = file.suffix == SPEC_SUFFIX
+    if isinstance(value, str) and re.match(r"\s*model\s", value):
+        if not (is_spec_path and file.is_file()):  # "model A" without braces
+            return _pick(parse(value, filename=_dotted(key) or "<spec>"), model, key)
+    if not is_spec_path:
+        raise _config_error(
+            key,
+            f"{_shown_path(value)} is not a {SPEC_SUFFIX} spec file; "
+            f"expected spec text or a path ending in {SPEC_SUFFIX}",
+        )
+    return _pick(parse(read_spec_file(file, key), filename=str(file)), model, key)
+
+
+def read_spec_file(file: Path, key: KeyPath = ()) -> str:
+    """The text of the spec file a config names: the one place this module reads one.
+
+    Only a regular file is read (a FIFO or a device would hang or never end), at most
+    `MAX_SPEC_BYTES`, as UTF-8 (a BOM is allowed). Problems are `SpecError`s: reading
+    ones under the config key, a decoding one at its line and column in the file.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO without a writer returns instead of waiting.
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise _cannot_read(key, file, getattr(exc, "strerror", None) or exc) from None
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _cannot_read(key, file, "not a regular file")
+        try:
+            data = stream.read(MAX_SPEC_BYTES + 1)
+        except OSError as exc:
+            raise _cannot_read(key, file, exc.strerror or exc) from None
+    if len(data) > MAX_SPEC_BYTES:
+        limit = f"{MAX_SPEC_BYTES // (1 << 20)} MiB"
+        raise _cannot_read(key, file, f"larger than {limit}, the most a spec may be")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, start) + 1
+        column = len(data[start : exc.start].decode("utf-8-sig", "replace")) + 1
+        message = f"not UTF-8 text: cannot decode byte 0x{data[exc.start]:02x}"
+        raise SpecError(
+            [Diagnostic(message, line, column)], filename=str(file)
+        ) from None
+
+
+def _cannot_read(key: KeyPath, file: str | os.PathLike[str], why: object) -> SpecError:
+    return _config_error(key, f"cannot read spec file {_shown_path(file)}: {why}")
 
 
 def _resolve(file: Path, base_dir: str | os.PathLike[str] | None) -> Path:
@@ -203,8 +262,13 @@ def _resolve(file: Path, base_dir: str | os.PathLike[str] | None) -> Path:
 
 
 def _from_fields(data: Mapping[str, Any], key: KeyPath) -> ModelSpec:
-    """IR fields → `ModelSpec`, every problem reported under its config key."""
-    data = {k: v for k, v in data.items() if k not in _IGNORED_KEYS}
+    """IR fields → `ModelSpec`, every problem reported under its config key.
+
+    Values under unknown keys are rejected unseen: never converted, never shown.
+    """
+    data = _resolved(data, key)
+    known = _plain({k: v for k, v in data.items() if k in ModelSpec.model_fields}, key)
+    data = {k: known.get(k) for k in data if k not in _IGNORED_KEYS}
     problems: list[tuple[tuple[str, ...], str]] = []
     try:
         spec = ModelSpec.model_validate(data, context={"problems": problems})
@@ -237,7 +301,7 @@ def _from_fields(data: Mapping[str, Any], key: KeyPath) -> ModelSpec:
 def _describe(error: Mapping[str, Any], loc: KeyPath, data: Mapping[str, Any]) -> str:
     """`describe_error` in a config's words: keys, not statements and options."""
     kind = error["type"]
-    name = loc[-1] if loc else ""
+    name = _label(loc[-1]) if loc else ""
     if not loc and kind in ("model_type", "dict_type"):
         got = type(error["input"]).__name__
         return f"expected a mapping of model fields, got {got}"
@@ -253,16 +317,17 @@ def _describe(error: Mapping[str, Any], loc: KeyPath, data: Mapping[str, Any]) -
             # `_extra_hint` looks the kind up in a table: only a word can be a kind.
             safe = {**data, loc[0]: {"kind": tag if isinstance(tag, str) else None}}
             hint = _extra_hint(loc, safe)
-        return f"unknown key '{name}'{hint}"
+        return f"unknown key {_shown(loc[-1])}{hint}"
     if kind == "string_type":
-        return f"{name} must be a string, got {error['input']!r}"
+        return f"{name} must be a string, got {_shown(error['input'])}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        shown = error["input"]
-        return f"{name} must be a mapping with a 'kind', got {shown!r}"
+        return f"{name} must be a mapping with a 'kind', got {_shown(error['input'])}"
+    if isinstance(error.get("input"), (Mapping, list, tuple)):
+        error = {**error, "input": _Brief(error["input"])}
     message = describe_error(error, loc)
     if kind == "spec_rule" or kind in _DESCRIBED:
         return message
-    return f"invalid value {error.get('input')!r} for {name}"
+    return f"invalid value {_shown(error.get('input'))} for {name}"
 
 
 #: Error types `describe_error` words itself (anything else gets a generic message).
@@ -318,21 +383,119 @@ def _check_name(spec: ModelSpec, model: str | None, key: KeyPath) -> ModelSpec:
     return spec
 
 
-def _plain(value: Any, key: KeyPath) -> Any:
-    """OmegaConf containers (resolved) and other mappings → plain dicts and lists."""
-    if type(value).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
+def _resolved(value: Any, key: KeyPath) -> Any:
+    """An OmegaConf container as plain containers, interpolations resolved."""
+    if not type(value).__module__.startswith("omegaconf"):
+        return value
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-        try:
-            value = OmegaConf.to_container(value, resolve=True)
-        except OmegaConfBaseException as exc:
-            raise _config_error(key, f"cannot resolve the config: {exc}") from None
-    if isinstance(value, Mapping):
-        return {k: _plain(v, key + (str(k),)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v, key) for v in value]
-    return value
+    try:
+        return OmegaConf.to_container(value, resolve=True)
+    except OmegaConfBaseException as exc:
+        raise _config_error(key, f"cannot resolve the config: {exc}") from None
+    except RecursionError:
+        raise _config_error(key, _TOO_DEEP) from None
+
+
+_TOO_DEEP = f"nested more than {MAX_CONFIG_DEPTH} levels deep"
+
+
+def _plain(value: Any, key: KeyPath) -> Any:
+    """OmegaConf containers (resolved) and other mappings → plain dicts and lists.
+
+    A YAML alias is one object referred to many times; it stays one object here
+    (converted once, by identity), so nested aliases (a "billion laughs") cost what
+    the YAML text does, never what it expands to. Deep nesting, a value holding more
+    than `MAX_CONFIG_VALUES` values once expanded, or one containing itself is an error.
+    """
+    return _Plainer().convert(value, key, 0)[0]
+
+
+class _Plainer:
+    """`_plain`'s walk: each container converted once; sizes counted as if expanded."""
+
+    def __init__(self) -> None:
+        # id → (the original, kept alive so its id stays its own; the copy; its size).
+        self.done: dict[int, tuple[Any, Any, int]] = {}
+        self.open: set[int] = set()
+
+    def convert(self, value: Any, key: KeyPath, depth: int) -> tuple[Any, int]:
+        value = _resolved(value, key)
+        if not isinstance(value, (Mapping, list, tuple)):
+            return value, 1
+        ident = id(value)
+        if ident in self.done:
+            _, copy, size = self.done[ident]
+            return copy, size
+        if ident in self.open:
+            raise _config_error(key, "the value contains itself (a recursive alias?)")
+        if depth >= MAX_CONFIG_DEPTH:
+            raise _config_error(key, _TOO_DEEP)
+        self.open.add(ident)
+        size = 1
+        copy: Any
+        if isinstance(value, Mapping):
+            copy = {}
+            for k, v in value.items():
+                copy[k], n = self.convert(v, key + (k,), depth + 1)
+                size += n
+        else:
+            copy = []
+            for v in value:
+                item, n = self.convert(v, key, depth + 1)
+                copy.append(item)
+                size += n
+        if size > MAX_CONFIG_VALUES:
+            raise _config_error(
+                key,
+                f"holds more than {MAX_CONFIG_VALUES} values once aliases are "
+                "expanded; a model needs a few dozen",
+            )
+        self.open.discard(ident)
+        self.done[ident] = (value, copy, size)
+        return copy, size
+
+
+def _repr(items: int, chars: int) -> reprlib.Repr:
+    shorten = reprlib.Repr()  # keyword arguments need Python 3.12
+    shorten.maxlevel = 2
+    shorten.maxtuple = shorten.maxlist = shorten.maxdict = shorten.maxset = items
+    shorten.maxstring = shorten.maxother = chars
+    return shorten
+
+
+#: `repr` for values echoed in messages: a few items, a few levels, short strings.
+_REPR = _repr(items=4, chars=80)
+#: `repr` for paths: whole, unless absurdly long.
+_PATH_REPR = _repr(items=4, chars=1000)
+
+
+def _shown(value: Any) -> str:
+    """A value as messages show it: Python's repr, cut short."""
+    return _REPR.repr(value)
+
+
+def _shown_path(path: str | os.PathLike[str]) -> str:
+    """A path as messages show it: quoted, control characters escaped."""
+    return _PATH_REPR.repr(os.fspath(path))
+
+
+class _Brief:
+    """A container as `describe_error` shows it (with `repr`): cut short."""
+
+    def __init__(self, value: Any) -> None:
+        self.text = _shown(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _label(key: Any) -> str:
+    """A config key as a message names it: as is when it is printable text."""
+    if isinstance(key, str) and key.isprintable() and len(key) <= 80:
+        return key
+    return _shown(key)
 
 
 def _all_of(names: Sequence[str]) -> str:
@@ -351,7 +514,7 @@ def _key_path(path: str | Sequence[str] | None) -> KeyPath:
 
 
 def _dotted(key: KeyPath) -> str:
-    return ".".join(key)
+    return ".".join(_label(part) for part in key)
 
 
 def _config_error(key: KeyPath, message: str) -> SpecError:
