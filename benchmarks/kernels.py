@@ -44,7 +44,7 @@ CELLS = [
 
 
 def contenders(ours_cls, torch_cls, size, layers, bidirectional):
-    ours = ours_cls(size, size, layers, bidirectional=bidirectional)
+    ours = ours_cls(size, size, layers, batch_first=True, bidirectional=bidirectional)
     theirs = torch_cls(
         size, size, layers, batch_first=True, bidirectional=bidirectional
     )

@@ -115,7 +115,7 @@ def main(argv=None):
             if bidirectional and not targeted:
                 continue
             torch.manual_seed(0)
-            ours = ours_cls(size, size, bidirectional=bidirectional)
+            ours = ours_cls(size, size, batch_first=True, bidirectional=bidirectional)
             theirs = torch_cls(
                 size, size, batch_first=True, bidirectional=bidirectional
             )

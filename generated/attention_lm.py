@@ -24,7 +24,7 @@ def packed_torch_forward(
     Uses `pack_padded_sequence(..., enforce_sorted=False)`, so initial and final
     states stay in the caller's batch order; padded output rows come back zero.
     """
-    if lengths is None:
+    if lengths is None or x.shape[0] == 0:  # torch cannot pack an empty batch
         return rnn(x, hx)
     packed = nn.utils.rnn.pack_padded_sequence(
         x, lengths.cpu(), batch_first=True, enforce_sorted=False
@@ -266,6 +266,11 @@ class RecurrentModel(nn.Module):
         batch_first: bool = True,
     ) -> None:
         super().__init__()
+        if not rnn.batch_first:
+            raise ValueError(
+                "Expected rnn with batch_first=True (RecurrentModel runs batch-first "
+                "inside), got batch_first=False"
+            )
         self.embedding = embedding
         self.rnn = rnn
         self.attention = attention
@@ -336,7 +341,7 @@ class RecurrentModel(nn.Module):
                 hx = state
             if not self.torch_kernel:
                 return self.rnn(x, hx, lengths)
-            if lengths is None:
+            if lengths is None or x.shape[0] == 0:  # torch cannot pack B = 0
                 return self.rnn(x, hx)
             out, hx_n = self.rnn(_pack(x, lengths), hx)
             return _unpack(out, steps), hx_n
@@ -345,7 +350,7 @@ class RecurrentModel(nn.Module):
             h0 = state
         if not self.torch_kernel:
             return self.rnn(x, h0, lengths)
-        if lengths is None:
+        if lengths is None or x.shape[0] == 0:
             return self.rnn(x, h0)
         out, h_n = self.rnn(_pack(x, lengths), h0)
         return _unpack(out, steps), h_n
@@ -362,7 +367,7 @@ class RecurrentModel(nn.Module):
             # The top layer's final states, directions concatenated as in h_n.
             h_n = state if isinstance(state, Tensor) else state[0]
             top = h_n[-self.num_directions :]  # (D, B, H)
-            return top.transpose(0, 1).reshape(batch, -1)
+            return top.transpose(0, 1).flatten(1)  # (B, D*H), also for B = 0
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long)
         lengths = lengths.to(out.device)

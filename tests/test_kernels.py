@@ -202,7 +202,7 @@ def test_packed_each_sequence_alone(cell):
     """Inside a padded batch == alone; padded rows are exactly zero."""
     torch.manual_seed(2)
     if cell == "peephole":
-        model = PeepholeLSTM(N_IN, HID, 2, bidirectional=True)
+        model = PeepholeLSTM(N_IN, HID, 2, batch_first=True, bidirectional=True)
     else:
         model = make_pair(cell, 2, True)[0]
     lengths = torch.tensor([3, 1, 6, 4])  # T = 7 > longest: a fully padded step
@@ -292,7 +292,7 @@ def peephole_reference(m, x, h0, c0, lengths):
 def test_peephole_matches_equations(bidirectional, packed):
     torch.manual_seed(5)
     directions = 2 if bidirectional else 1
-    m = PeepholeLSTM(N_IN, HID, 2, bidirectional=bidirectional)
+    m = PeepholeLSTM(N_IN, HID, 2, batch_first=True, bidirectional=bidirectional)
     with torch.no_grad():  # make the peepholes matter
         for name, p in m.named_parameters():
             if "weight_ch" in name:
@@ -323,7 +323,7 @@ class _Reference:
 
 def test_peephole_zero_is_lstm():
     torch.manual_seed(6)
-    m = PeepholeLSTM(N_IN, HID, 2, bidirectional=True)
+    m = PeepholeLSTM(N_IN, HID, 2, batch_first=True, bidirectional=True)
     lstm = nn.LSTM(N_IN, HID, 2, bidirectional=True, batch_first=True)
     result = m.load_state_dict(lstm.state_dict())  # strict=True
     assert not result.missing_keys and not result.unexpected_keys
@@ -358,7 +358,7 @@ def test_peephole_state_dict_strictness():
 @pytest.mark.parametrize("packed", [False, True])
 def test_peephole_gradcheck(packed):
     torch.manual_seed(7)
-    m = PeepholeLSTM(2, 2, 2, bidirectional=True).double()
+    m = PeepholeLSTM(2, 2, 2, batch_first=True, bidirectional=True).double()
     names = [n for n, _ in m.named_parameters()]
     x = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
@@ -472,10 +472,10 @@ def test_dropout_between_layers(cell):
 def _all_modules():
     torch.manual_seed(9)
     return [
-        CustomRNN(N_IN, HID, 2, bidirectional=True, nonlinearity="relu"),
-        CustomLSTM(N_IN, HID, 2, bidirectional=True),
-        CustomGRU(N_IN, HID, 2, bidirectional=True, bias=False),
-        PeepholeLSTM(N_IN, HID, 2, bidirectional=True),
+        CustomRNN(N_IN, HID, 2, "relu", batch_first=True, bidirectional=True),
+        CustomLSTM(N_IN, HID, 2, batch_first=True, bidirectional=True),
+        CustomGRU(N_IN, HID, 2, False, True, bidirectional=True),  # no bias
+        PeepholeLSTM(N_IN, HID, 2, batch_first=True, bidirectional=True),
     ]
 
 
@@ -525,10 +525,10 @@ def test_export_inference(index):
 
 
 def test_peephole_follows_dtype_and_reassignment():
-    m = PeepholeLSTM(N_IN, HID).double()
+    m = PeepholeLSTM(N_IN, HID, batch_first=True).double()
     out, _ = m(torch.randn(2, 3, N_IN, dtype=torch.float64))
     assert out.dtype == torch.float64
-    m = PeepholeLSTM(N_IN, HID)
+    m = PeepholeLSTM(N_IN, HID, batch_first=True)
     x = torch.randn(2, 3, N_IN)
     before = m(x)[0]
     m.weight_ch_l0 = nn.Parameter(torch.zeros(3 * HID))
@@ -542,7 +542,7 @@ def test_peephole_follows_dtype_and_reassignment():
 def test_torch_compile_opt_in():
     """Unpadded input through torch.compile (opt-in) runs the plain steps."""
     torch.manual_seed(10)
-    m = PeepholeLSTM(N_IN, HID, 1, bidirectional=True)
+    m = PeepholeLSTM(N_IN, HID, 1, batch_first=True, bidirectional=True)
     x = torch.randn(3, 4, N_IN)
     weights = [
         torch.randn(3, 4, 2 * HID),

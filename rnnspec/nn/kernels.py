@@ -2,7 +2,10 @@
 
 Each public class subclasses torch's own module, so parameter names, shapes, gate
 order and default initialisation are torch's by construction, and a torch state dict
-loads as is. They add a `lengths` argument and run our kernel:
+loads as is. Constructor and inputs are torch's too (positional order, defaults with
+batch_first=False, device/dtype, unbatched (T, I) input, empty batches, torch's
+errors), so each is a drop-in for its torch class. They add a keyword-only `impl`
+and a `lengths` argument, and run our kernel:
 
 * layer-major: a layer (both directions) runs over the whole sequence before the next;
 * the input contribution of a layer is one matmul before the time loop;
@@ -146,6 +149,14 @@ def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
     return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
 
 
+def kernel_runs_plain(x: Tensor) -> bool:
+    """Whether a layer runs its plain steps (left to autograd) in eager mode: under
+    torch.compile and export, and for an empty batch, which the hand-written
+    backward has no rows for. (TorchScript always does: checked where called,
+    so that it compiles no autograd.Function.)"""
+    return torch.compiler.is_compiling() or x.shape[0] == 0
+
+
 def kernel_packing_plan(
     lengths: Tensor, steps: int, batch_first: bool, device: torch.device
 ) -> Tuple[List[int], Tensor, Tensor]:
@@ -171,6 +182,20 @@ def kernel_packing_plan(
 # ---------------------------------------------------------------------------------
 # Shared layer-major driver
 # ---------------------------------------------------------------------------------
+
+
+def kernel_check_lengths(lengths: Tensor, batch: int, steps: int) -> Tensor:
+    """`lengths` as CPU int64, one per sequence in 1..steps: a length past the end
+    would read the next sequence's rows."""
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(
+            f"Expected lengths of shape ({batch},), got {list(lengths.shape)}"
+        )
+    lengths = lengths.to(device=torch.device("cpu"), dtype=torch.int64)
+    if batch > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        values: List[int] = lengths.tolist()
+        raise ValueError(f"Expected lengths in 1..{steps}, got {values}")
+    return lengths
 
 
 class KernelStackBase:
@@ -216,6 +241,73 @@ class KernelStackBase:
                 data = F.dropout(data, self.dropout, True)
         return data, [torch.stack(f) for f in finals]
 
+    def _kernel_check_states(
+        self, input: Tensor, hx: List[Tensor], batch_sizes: Optional[Tensor]
+    ) -> None:
+        """torch's hidden-size check (and message), before any state is reordered."""
+        expected = self.get_expected_hidden_size(input, batch_sizes)
+        for k in range(len(hx)):
+            which = "hidden" if len(hx) == 1 else "hidden[" + str(k) + "]"
+            self.check_hidden_size(
+                hx[k], expected, "Expected " + which + " size {}, got {}"
+            )
+
+    def _kernel_padded(
+        self,
+        input: Tensor,
+        hx: Optional[List[Tensor]],
+        lengths: Optional[Tensor],
+        n: int,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """A padded 3-D batch or an unbatched 2-D sequence, checked as torch checks
+        it; torch's kernel or ours. `n` states (h or h, c), in torch's layout."""
+        self._update_flat_weights()  # as torch: weights swapped by functional_call
+        dims = input.dim()
+        if dims != 2 and dims != 3:
+            raise ValueError(f"Expected 2-D (unbatched) or 3-D input, got {dims}-D")
+        batch_dim = 0 if self.batch_first else 1
+        if hx is not None:
+            for h in hx:
+                if h.dim() != dims:
+                    raise RuntimeError(
+                        f"Expected {dims}-D hidden states for {dims}-D input, "
+                        f"got {h.dim()}-D"
+                    )
+            if dims == 2:  # torch's unbatched form: a batch of one
+                hx = [h.unsqueeze(1) for h in hx]
+        if dims == 2:
+            input = input.unsqueeze(batch_dim)
+            if lengths is not None and lengths.dim() == 0:
+                lengths = lengths.reshape(1)
+        steps = input.shape[1 - batch_dim]
+        if steps == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0, got 0")
+        self.check_input(input, None)
+        if hx is not None:
+            self._kernel_check_states(input, hx, None)
+        if lengths is not None:
+            lengths = kernel_check_lengths(lengths, input.shape[batch_dim], steps)
+        output, states = self._kernel_run(input, hx, lengths, n)
+        if dims == 2:
+            return output.squeeze(batch_dim), [s.squeeze(1) for s in states]
+        return output, states
+
+    def _kernel_run(
+        self,
+        input: Tensor,
+        hx: Optional[List[Tensor]],
+        lengths: Optional[Tensor],
+        n: int,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """Checked padded input to torch's kernel (impl) or ours."""
+        if not torch.jit.is_scripting():
+            if self._kernel_defers_to_torch(input, lengths):
+                out, state = self._kernel_torch_forward(
+                    input, self._kernel_torch_state(hx), lengths
+                )
+                return out, list(state) if isinstance(state, tuple) else [state]
+        return self._kernel_forward(input, hx, lengths, n)
+
     def _kernel_forward(
         self,
         input: Tensor,
@@ -223,46 +315,65 @@ class KernelStackBase:
         lengths: Optional[Tensor],
         n: int,
     ) -> Tuple[Tensor, List[Tensor]]:
-        """Our kernel on a padded batch; `n` states (h or h, c) in torch's layout."""
-        self._update_flat_weights()  # as torch: weights swapped by functional_call
-        self.check_input(input, None)
+        """Our kernel on a checked padded batch (lengths: CPU int64)."""
         if self.batch_first:
             batch, steps = input.shape[0], input.shape[1]
         else:
             steps, batch = input.shape[0], input.shape[1]
+        size = input.shape[2]  # explicit sizes: reshape(0, -1) is ambiguous
         if hx is None:
             num_directions = 2 if self.bidirectional else 1
             zeros = input.new_zeros(
                 self.num_layers * num_directions, batch, self.hidden_size
             )
             hx = [zeros for _ in range(n)]
-        if lengths is None:
+        if lengths is None or batch == 0:  # an empty batch has nothing to pack
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
-                x.reshape(steps * batch, -1), hx, [batch] * steps
+                x.reshape(steps * batch, size), hx, [batch] * steps
             )
-            output = out.view(steps, batch, -1)  # (T, B, D*H)
+            output = out.view(steps, batch, out.shape[1])  # (T, B, D*H)
             if self.batch_first:
                 output = output.transpose(0, 1)
             return output, states
         batch_sizes, order, rows = kernel_packing_plan(
             lengths, steps, self.batch_first, input.device
         )
-        data = input.reshape(batch * steps, -1).index_select(0, rows)  # (N, input)
+        data = input.reshape(batch * steps, size).index_select(0, rows)  # (N, input)
         out, states = self._kernel_stack(
             data, [h.index_select(1, order) for h in hx], batch_sizes
         )
         padded = out.new_zeros(batch * steps, out.shape[1]).index_copy(0, rows, out)
         if self.batch_first:
-            output = padded.view(batch, steps, -1)
+            output = padded.view(batch, steps, out.shape[1])
         else:
-            output = padded.view(steps, batch, -1)
+            output = padded.view(steps, batch, out.shape[1])
         restore = torch.argsort(order)
         return output, [s.index_select(1, restore) for s in states]
 
-    def _kernel_packed_sequence(self, input, hx: Optional[List[Tensor]], n: int):
-        """Our kernel on a torch `PackedSequence` (eager only): already our layout."""
+    def _kernel_packed(
+        self, input, hx: Optional[List[Tensor]], lengths: Optional[Tensor], n: int
+    ):
+        """A torch `PackedSequence` (eager only), checked as torch checks it, except
+        that a state of another batch size raises instead of being sliced."""
         self._update_flat_weights()
+        if lengths is not None:
+            raise ValueError(
+                "Expected lengths=None with a PackedSequence (it holds its lengths), "
+                "got a tensor"
+            )
+        self.check_input(input.data, input.batch_sizes)
+        if hx is not None:
+            self._kernel_check_states(input.data, hx, input.batch_sizes)
+        if self._kernel_defers_to_torch(input, None):
+            out, state = self._kernel_torch_forward(
+                input, self._kernel_torch_state(hx), None
+            )
+            return out, list(state) if isinstance(state, tuple) else [state]
+        return self._kernel_packed_sequence(input, hx, n)
+
+    def _kernel_packed_sequence(self, input, hx: Optional[List[Tensor]], n: int):
+        """Our kernel on a checked `PackedSequence`: already our layout."""
         data, batch_sizes, sorted_indices, unsorted_indices = input
         if hx is None:
             num_directions = 2 if self.bidirectional else 1
@@ -287,13 +398,21 @@ class KernelStackBase:
         device = input.data.device if packed else input.device
         return not (packed or lengths is not None) or device.type != "cpu"
 
+    @staticmethod
+    def _kernel_torch_state(hx: Optional[List[Tensor]]):
+        """Our list of states as torch's forward takes them: h, or (h, c)."""
+        if hx is None or len(hx) == 1:
+            return None if hx is None else hx[0]
+        return hx[0], hx[1]
+
     def _kernel_torch_forward(self, input, hx, lengths: Optional[Tensor]):
         """torch's forward (oneDNN / cuDNN), through packing when lengths are given."""
-        if lengths is None:
+        batch = 0 if lengths is None else lengths.shape[0]
+        if lengths is None or batch == 0:  # torch cannot pack an empty batch
             return super().forward(input, hx)  # the torch class after this mixin
         steps = input.shape[1] if self.batch_first else input.shape[0]
         packed = nn.utils.rnn.pack_padded_sequence(
-            input, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False
+            input, lengths, batch_first=self.batch_first, enforce_sorted=False
         )
         out, state = super().forward(packed, hx)
         out, _ = nn.utils.rnn.pad_packed_sequence(
@@ -305,20 +424,13 @@ class KernelStackBase:
         self, input, hx: Optional[Tensor], lengths: Optional[Tensor]
     ) -> Tuple[Tensor, Tensor]:
         """forward of the cells whose state is h alone (RNN, GRU)."""
+        states = None if hx is None else [hx]
         if not torch.jit.is_scripting():
-            if self._kernel_defers_to_torch(input, lengths):
-                return self._kernel_torch_forward(input, hx, lengths)
             if isinstance(input, nn.utils.rnn.PackedSequence):
-                out, s = self._kernel_packed_sequence(
-                    input, None if hx is None else [hx], 1
-                )
+                out, s = self._kernel_packed(input, states, lengths, 1)
                 return out, s[0]
-        if hx is not None:
-            self.check_forward_args(input, hx, None)
-        output, states = self._kernel_forward(
-            input, None if hx is None else [hx], lengths, 1
-        )
-        return output, states[0]
+        output, s = self._kernel_padded(input, states, lengths, 1)
+        return output, s[0]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", impl={self.impl!r}"
@@ -415,7 +527,7 @@ def rnn_kernel_layer(
     relu: bool,
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one Elman layer-direction."""
-    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
         return rnn_kernel_plain(xw, w_hh, h0, batch_sizes, reverse, relu)
     out, h_n = RNNKernelFunction.apply(
@@ -437,12 +549,15 @@ class CustomRNN(KernelStackBase, nn.RNN):
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
+        nonlinearity: str = "tanh",
         bias: bool = True,
-        batch_first: bool = True,
+        batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
         impl: str = "custom",
-        nonlinearity: str = "tanh",
     ):
         super().__init__(
             input_size,
@@ -453,6 +568,8 @@ class CustomRNN(KernelStackBase, nn.RNN):
             batch_first=batch_first,
             dropout=dropout,
             bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
 
@@ -615,7 +732,7 @@ def lstm_kernel_layer(
     reverse: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H) outputs and (B, H) final h, c of one LSTM layer-direction."""
-    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
         return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse)
     out, h_n, c_n = LSTMKernelFunction.apply(
@@ -640,11 +757,20 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         hidden_size: int,
         num_layers: int = 1,
         bias: bool = True,
-        batch_first: bool = True,
+        batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
         impl: str = "custom",
     ):
+        if proj_size != 0:
+            raise ValueError(
+                "Expected proj_size=0 (the custom kernels have no projection; "
+                f"use nn.LSTM), got {proj_size}"
+            )
         super().__init__(
             input_size,
             hidden_size,
@@ -653,6 +779,8 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
             batch_first=batch_first,
             dropout=dropout,
             bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, self._kernel_impls())
 
@@ -680,19 +808,13 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         hx: Optional[Tuple[Tensor, Tensor]] = None,
         lengths: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        states = None if hx is None else [hx[0], hx[1]]
         if not torch.jit.is_scripting():
-            if self._kernel_defers_to_torch(input, lengths):
-                return self._kernel_torch_forward(input, hx, lengths)
             if isinstance(input, nn.utils.rnn.PackedSequence):
-                states = None if hx is None else [hx[0], hx[1]]
-                out, s = self._kernel_packed_sequence(input, states, 2)
+                out, s = self._kernel_packed(input, states, lengths, 2)
                 return out, (s[0], s[1])
-        if hx is not None:
-            self.check_forward_args(input, hx, None)
-        output, states = self._kernel_forward(
-            input, None if hx is None else [hx[0], hx[1]], lengths, 2
-        )
-        return output, (states[0], states[1])
+        output, s = self._kernel_padded(input, states, lengths, 2)
+        return output, (s[0], s[1])
 
 
 # ---------------------------------------------------------------------------------
@@ -823,7 +945,7 @@ def peephole_kernel_layer(
     reverse: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H) outputs and (B, H) final h, c of one peephole layer-direction."""
-    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
         return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse)
     out, h_n, c_n = PeepholeKernelFunction.apply(
@@ -853,9 +975,13 @@ class PeepholeLSTM(CustomLSTM):
         hidden_size: int,
         num_layers: int = 1,
         bias: bool = True,
-        batch_first: bool = True,
+        batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
         impl: str = "custom",
     ):
         super().__init__(
@@ -866,14 +992,19 @@ class PeepholeLSTM(CustomLSTM):
             batch_first,
             dropout,
             bidirectional,
-            impl,
+            proj_size,
+            device,
+            dtype,
+            impl=impl,
         )
         suffixes = ["", "_reverse"] if bidirectional else [""]
         names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
         self._peephole_names = names
         bound = 1.0 / math.sqrt(hidden_size)
         for name in names:
-            weight = nn.Parameter(torch.empty(3 * hidden_size))
+            weight = nn.Parameter(
+                torch.empty(3 * hidden_size, device=device, dtype=dtype)
+            )
             nn.init.uniform_(weight, -bound, bound)
             setattr(self, name, weight)
         self._init_flat_weights()
@@ -1056,7 +1187,7 @@ def gru_kernel_layer(
     reverse: bool,
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
-    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, b_ih)
         return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
     out, h_n = GRUKernelFunction.apply(
@@ -1081,9 +1212,12 @@ class CustomGRU(KernelStackBase, nn.GRU):
         hidden_size: int,
         num_layers: int = 1,
         bias: bool = True,
-        batch_first: bool = True,
+        batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
         impl: str = "custom",
     ):
         super().__init__(
@@ -1094,6 +1228,8 @@ class CustomGRU(KernelStackBase, nn.GRU):
             batch_first=batch_first,
             dropout=dropout,
             bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
 

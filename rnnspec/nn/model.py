@@ -37,6 +37,11 @@ class RecurrentModel(nn.Module):
         batch_first: bool = True,
     ) -> None:
         super().__init__()
+        if not rnn.batch_first:
+            raise ValueError(
+                "Expected rnn with batch_first=True (RecurrentModel runs batch-first "
+                "inside), got batch_first=False"
+            )
         self.embedding = embedding
         self.rnn = rnn
         self.attention = attention
@@ -107,7 +112,7 @@ class RecurrentModel(nn.Module):
                 hx = state
             if not self.torch_kernel:
                 return self.rnn(x, hx, lengths)
-            if lengths is None:
+            if lengths is None or x.shape[0] == 0:  # torch cannot pack B = 0
                 return self.rnn(x, hx)
             out, hx_n = self.rnn(_pack(x, lengths), hx)
             return _unpack(out, steps), hx_n
@@ -116,7 +121,7 @@ class RecurrentModel(nn.Module):
             h0 = state
         if not self.torch_kernel:
             return self.rnn(x, h0, lengths)
-        if lengths is None:
+        if lengths is None or x.shape[0] == 0:
             return self.rnn(x, h0)
         out, h_n = self.rnn(_pack(x, lengths), h0)
         return _unpack(out, steps), h_n
@@ -133,7 +138,7 @@ class RecurrentModel(nn.Module):
             # The top layer's final states, directions concatenated as in h_n.
             h_n = state if isinstance(state, Tensor) else state[0]
             top = h_n[-self.num_directions :]  # (D, B, H)
-            return top.transpose(0, 1).reshape(batch, -1)
+            return top.transpose(0, 1).flatten(1)  # (B, D*H), also for B = 0
         if lengths is None:
             lengths = torch.full((batch,), steps, dtype=torch.long)
         lengths = lengths.to(out.device)

@@ -11,7 +11,7 @@ def packed_torch_forward(
     Uses `pack_padded_sequence(..., enforce_sorted=False)`, so initial and final
     states stay in the caller's batch order; padded output rows come back zero.
     """
-    if lengths is None:
+    if lengths is None or x.shape[0] == 0:  # torch cannot pack an empty batch
         return rnn(x, hx)
     packed = nn.utils.rnn.pack_padded_sequence(
         x, lengths.cpu(), batch_first=True, enforce_sorted=False
