@@ -7,7 +7,7 @@ Standalone: needs only torch. `model = AttentionLM()` builds the model.
 """
 
 import math
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,41 @@ def packed_torch_forward(
         output, batch_first=True, total_length=x.shape[1]
     )
     return output, state
+
+
+def kernel_recompute_grads(
+    forward: Callable[..., Tuple[Tensor, ...]],
+    inputs: List[Optional[Tensor]],
+    needs: Tuple[bool, ...],
+    grads: List[Tensor],
+) -> List[Optional[Tensor]]:
+    """The gradients of `inputs`, with a graph, through `forward` in plain torch ops.
+
+    For a hand-written backward run under `create_graph=True`: recomputing the
+    forward from the saved inputs makes the returned gradients differentiable, so
+    double backward is exact. `needs` is `ctx.needs_input_grad` (tensors first).
+    Each input is aliased by a view, so one tensor passed twice (h0 and c0, q and
+    o) gets each of its two gradients once.
+    """
+    aliases = [
+        x.view_as(x) if x is not None and need else x for x, need in zip(inputs, needs)
+    ]
+    outputs = forward(*aliases)
+    used = [k for k in range(len(outputs)) if outputs[k].requires_grad]
+    wanted = [a for a, need in zip(aliases, needs) if a is not None and need]
+    found = iter(
+        torch.autograd.grad(
+            [outputs[k] for k in used],
+            wanted,
+            [grads[k] for k in used],
+            create_graph=True,
+            allow_unused=True,
+        )
+    )
+    return [
+        next(found) if a is not None and need else None
+        for a, need in zip(aliases, needs)
+    ]
 
 
 def _attention_bias(start: int, end: int, strict: bool, o: Tensor) -> Tensor:
@@ -78,22 +113,29 @@ class _ProductAttentionFn(torch.autograd.Function):
         dS_ij    = P_ij (g_i . o_j - delta_i)              (softmax backward)
         dL/dq_i  = sum_j dS_ij o_j
         dL/do_j += sum_i dS_ij q_i                         (o as keys)
-    accumulated in place, so no block allocates a full-size gradient. First-order
-    only (``once_differentiable``).
+    accumulated in place, so no block allocates a full-size gradient. Under
+    ``create_graph=True`` backward differentiates the plain blocks instead, so second
+    derivatives are exact.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, o: Tensor, block: int, strict: bool) -> Tensor:
         weights: List[Tensor] = []
         context = _product_attention_blocks(q, o, block, strict, weights)
-        ctx.block = block
+        ctx.block, ctx.strict = block, strict
         ctx.save_for_backward(q, o, context, *weights)
         return context
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         q, o, context, *weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain blocks
+
+            def plain(q, o):
+                return (_product_attention_blocks(q, o, ctx.block, ctx.strict, None),)
+
+            grads = kernel_recompute_grads(plain, [q, o], ctx.needs_input_grad, [grad])
+            return (*grads, None, None)
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
         grad_q = torch.empty_like(q)
         grad_o = torch.zeros_like(o)

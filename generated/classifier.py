@@ -6,7 +6,7 @@
 Standalone: needs only torch. `model = Classifier()` builds the model.
 """
 
-from typing import List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +127,41 @@ def kernel_input_grads(
     d_wih = dz.t() @ x if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
     return dx, d_wih, d_bias
+
+
+def kernel_recompute_grads(
+    forward: Callable[..., Tuple[Tensor, ...]],
+    inputs: List[Optional[Tensor]],
+    needs: Tuple[bool, ...],
+    grads: List[Tensor],
+) -> List[Optional[Tensor]]:
+    """The gradients of `inputs`, with a graph, through `forward` in plain torch ops.
+
+    For a hand-written backward run under `create_graph=True`: recomputing the
+    forward from the saved inputs makes the returned gradients differentiable, so
+    double backward is exact. `needs` is `ctx.needs_input_grad` (tensors first).
+    Each input is aliased by a view, so one tensor passed twice (h0 and c0, q and
+    o) gets each of its two gradients once.
+    """
+    aliases = [
+        x.view_as(x) if x is not None and need else x for x, need in zip(inputs, needs)
+    ]
+    outputs = forward(*aliases)
+    used = [k for k in range(len(outputs)) if outputs[k].requires_grad]
+    wanted = [a for a, need in zip(aliases, needs) if a is not None and need]
+    found = iter(
+        torch.autograd.grad(
+            [outputs[k] for k in used],
+            wanted,
+            [grads[k] for k in used],
+            create_graph=True,
+            allow_unused=True,
+        )
+    )
+    return [
+        next(found) if a is not None and need else None
+        for a, need in zip(aliases, needs)
+    ]
 
 
 def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -461,15 +496,25 @@ class GRUKernelFunction(torch.autograd.Function):
             n = a[:, 2 * H :].addcmul_(r, hw[:, 2 * H :])
             kernel_tanh(n, out=n)
             h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
-        ctx.save_for_backward(x, w_ih, w_hh, b_hh, h0, gates, hws, hs)
+        ctx.save_for_backward(x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, done)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, d_hs, d_hn):
-        x, w_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
+        x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, b_ih, w_hh, b_hh, h0):
+                xw = kernel_project(x, w_ih, b_ih)
+                return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+
+            inputs = [x, w_ih, b_ih, w_hh, b_hh, h0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+            )
+            return (*grads, None, None)
         H = h0.shape[1]
         r, z, n = gates.chunk(3, 1)
         h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)

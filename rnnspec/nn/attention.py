@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kernels import kernel_recompute_grads
+
 
 def _attention_bias(start: int, end: int, strict: bool, o: Tensor) -> Tensor:
     """0 where query i in [start, end) may see key j < end, else -inf: (c, end).
@@ -76,22 +78,29 @@ class _ProductAttentionFn(torch.autograd.Function):
         dS_ij    = P_ij (g_i . o_j - delta_i)              (softmax backward)
         dL/dq_i  = sum_j dS_ij o_j
         dL/do_j += sum_i dS_ij q_i                         (o as keys)
-    accumulated in place, so no block allocates a full-size gradient. First-order
-    only (``once_differentiable``).
+    accumulated in place, so no block allocates a full-size gradient. Under
+    ``create_graph=True`` backward differentiates the plain blocks instead, so second
+    derivatives are exact.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, o: Tensor, block: int, strict: bool) -> Tensor:
         weights: List[Tensor] = []
         context = _product_attention_blocks(q, o, block, strict, weights)
-        ctx.block = block
+        ctx.block, ctx.strict = block, strict
         ctx.save_for_backward(q, o, context, *weights)
         return context
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         q, o, context, *weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain blocks
+
+            def plain(q, o):
+                return (_product_attention_blocks(q, o, ctx.block, ctx.strict, None),)
+
+            grads = kernel_recompute_grads(plain, [q, o], ctx.needs_input_grad, [grad])
+            return (*grads, None, None)
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
         grad_q = torch.empty_like(q)
         grad_o = torch.zeros_like(o)
@@ -242,11 +251,15 @@ def _additive_tanh(q: Tensor, k: Tensor) -> Tensor:
     """t_ij = tanh(q_i + k_j) for q (B, c, D), k (B, e, D): (B, c, e, D).
 
     On CPU as 2 sigmoid(2x) - 1, in place: torch's CPU tanh measured ~5x slower than
-    its sigmoid, and this tensor is additive attention's main cost.
+    its sigmoid, and this tensor is additive attention's main cost. Out of place when
+    autograd records it (TorchScript training, double backward): sigmoid_'s result
+    must stay intact for its own backward.
     """
     x = q[:, :, None] + k[:, None]  # (B, c, e, D)
     if x.device.type != "cpu":
-        return x.tanh_()
+        return x.tanh() if x.requires_grad else x.tanh_()
+    if x.requires_grad:
+        return torch.sigmoid(x * 2) * 2 - 1
     return x.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
@@ -283,20 +296,31 @@ class _AdditiveAttentionFn(torch.autograd.Function):
     stored). With P, g, delta and dS as in ``_ProductAttentionFn``:
         dL/do_j += sum_i P_ij g_i,         dL/dv = sum_ij dS_ij t_ij,
         u_ij = dS_ij (1 - t_ij^2) v,       dL/dq_i = sum_j u_ij,  dL/dk_j = sum_i u_ij.
+    Under ``create_graph=True`` it differentiates the plain blocks instead.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, o, block: int, strict: bool) -> Tensor:
         weights: List[Tensor] = []
         context = _additive_attention_blocks(q, k, v, o, block, strict, weights)
-        ctx.block = block
+        ctx.block, ctx.strict = block, strict
         ctx.save_for_backward(q, k, v, o, context, *weights)
         return context
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         q, k, v, o, context, *weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain blocks
+
+            def plain(q, k, v, o):
+                blocks = _additive_attention_blocks(
+                    q, k, v, o, ctx.block, ctx.strict, None
+                )
+                return (blocks,)
+
+            inputs = [q, k, v, o]
+            grads = kernel_recompute_grads(plain, inputs, ctx.needs_input_grad, [grad])
+            return (*grads, None, None)
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
         grad_q, grad_k = torch.empty_like(q), torch.zeros_like(k)
         grad_v, grad_o = torch.zeros_like(v), torch.zeros_like(o)
