@@ -24,6 +24,12 @@ context_0 = o_0), so no softmax row is ever empty and nothing is NaN.
 
 With ``lengths``, a valid step i < length only sees keys j <= i < length, so keys past
 a sequence's end never reach its valid rows; padded rows are set to zero.
+
+Output step i depends on o_0 .. o_i only (o_i is its query), even when some o_t is NaN
+or inf: a block's masked later keys are weighed by zero, and 0 * NaN is NaN, so
+``StepAttention.guarded_context`` zeroes every step from a sequence's first non-finite
+one on before attention and sets the rows i >= t that see it to NaN after; earlier
+rows and their gradients stay exactly as without it.
 """
 
 import math
@@ -36,17 +42,19 @@ from torch import Tensor, nn
 from .kernels import kernel_recompute_grads
 
 
-def _attention_bias(start: int, end: int, strict: bool, o: Tensor) -> Tensor:
-    """0 where query i in [start, end) may see key j < end, else -inf: (c, end).
+def _score_ceiling(start: int, end: int, strict: bool, o: Tensor) -> Tensor:
+    """+inf where query i in [start, end) may see key j < end, else -inf: (c, end).
 
     causal: j <= i. strict: j < i, plus key 0 for row 0, whose softmax over that one
-    key is 1, so that context_0 = o_0. Key 0 is allowed on every row anyway.
+    key is 1, so that context_0 = o_0. Key 0 is allowed on every row anyway. Scores
+    are masked by min(s, ceiling), not by adding a 0/-inf bias: a masked score that
+    overflowed to +inf becomes -inf, not inf - inf = NaN in an earlier row.
     """
     i = torch.arange(start, end, device=o.device)[:, None]  # (c, 1)
     j = torch.arange(end, device=o.device)  # (end,)
     allowed = (j <= i - int(strict)) | (j == 0)  # (c, end)
-    bias = torch.zeros(allowed.shape, dtype=o.dtype, device=o.device)
-    return bias.masked_fill_(~allowed, -math.inf)
+    ceiling = torch.full(allowed.shape, math.inf, dtype=o.dtype, device=o.device)
+    return ceiling.masked_fill_(~allowed, -math.inf)
 
 
 def _product_attention_blocks(
@@ -60,9 +68,9 @@ def _product_attention_blocks(
     contexts = []
     for start in range(0, steps, block):  # blocks of query rows, not steps
         end = min(start + block, steps)
-        bias = _attention_bias(start, end, strict, o)  # (c, end)
+        ceiling = _score_ceiling(start, end, strict, o)  # (c, end)
         keys = o[:, :end]  # (B, end, D)
-        s = torch.baddbmm(bias, q[:, start:end], keys.transpose(1, 2))  # (B, c, end)
+        s = torch.bmm(q[:, start:end], keys.transpose(1, 2)).clamp_max_(ceiling)
         p = torch.softmax(s, -1)  # (B, c, end)
         if weights is not None:
             weights.append(p)
@@ -172,13 +180,32 @@ class StepAttention(nn.Module):
         return f"{self.size}, {options}"
 
     def forward(self, o: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        context = self.context(o)  # (B, T, D)
+        context = self.guarded_context(o)  # (B, T, D)
         out = context if self.combine == "replace" else torch.cat([o, context], -1)
         if lengths is not None:
             steps = torch.arange(o.shape[1], device=o.device)  # (T,)
             valid = steps < lengths.to(o.device)[:, None]  # (B, T)
             out = out.masked_fill(~valid[..., None], 0.0)
         return out
+
+    def guarded_context(self, o: Tensor) -> Tensor:
+        """``context(o)``, where a NaN or inf at step t reaches only the rows i >= t.
+
+        Blocked scores and SDPA weigh a block's masked later keys by zero, and 0 * NaN
+        is NaN: a non-finite o_t would reach the earlier rows of its block, forward
+        and backward. So unless o is finite, each sequence's steps from its first
+        non-finite one on are zeroed first (masked_fill: no gradient flows through
+        them) and the rows that see them, i >= t under either mask (o_i is row i's
+        query), are NaN after. On CPU, one sum tells whether o is finite; on other
+        devices that would be a sync, so the guard always runs there.
+        """
+        cheap_check = o.device.type == "cpu" and not torch.compiler.is_compiling()
+        if cheap_check and math.isfinite(float(o.detach().sum())):
+            return self.context(o)
+        finite = torch.isfinite(o).all(-1)  # (B, T)
+        sees_non_finite = (~finite).cumsum(1)[..., None] > 0  # (B, T, 1)
+        context = self.context(o.masked_fill(sees_non_finite, 0.0))
+        return context.masked_fill(sees_non_finite, math.nan)
 
     def block_size(self, o: Tensor) -> int:
         """Query rows per block: at most ``max_rows``, and ``max_block`` scores."""
@@ -281,7 +308,8 @@ def _additive_attention_blocks(
     for start in range(0, steps, block):  # blocks of query rows, not steps
         end = min(start + block, steps)
         t = _additive_tanh(q[:, start:end], k[:, :end])  # (B, c, end, D)
-        s = (t @ v).add_(_attention_bias(start, end, strict, o))  # (B, c, end)
+        ceiling = _score_ceiling(start, end, strict, o)  # (c, end)
+        s = (t @ v).clamp_max_(ceiling)  # (B, c, end)
         p = torch.softmax(s, -1)  # (B, c, end)
         if weights is not None:
             weights.append(p)
