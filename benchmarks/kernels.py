@@ -27,12 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
 from benchmarks.seeds import Seed002Loop  # noqa: E402
-from rnnspec.nn.kernels import (  # noqa: E402
-    CustomGRU,
-    CustomLSTM,
-    CustomRNN,
-    PeepholeLSTM,
-)
+from rnnspec.nn import CustomGRU, CustomLSTM, CustomRNN, PeepholeLSTM  # noqa: E402
 
 # (label, ours, torch's, targets (fwd, fwd+bwd) or None)
 CELLS = [

@@ -31,7 +31,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
-from rnnspec.nn.kernels import CustomGRU, CustomLSTM, CustomRNN  # noqa: E402
+from rnnspec.nn import CustomGRU, CustomLSTM, CustomRNN  # noqa: E402
 
 CELLS = [
     ("LSTM", CustomLSTM, nn.LSTM, True),

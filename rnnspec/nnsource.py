@@ -39,9 +39,26 @@ class ImportLine:
     alias: str | None
 
 
+#: rnnspec.nn modules in the order generated files copy them: each after those it
+#: builds on (a peephole LSTM is an LSTM; attention reuses the stack's helpers).
+MODULE_ORDER = (
+    "packing",
+    "stack",
+    "rnn",
+    "lstm",
+    "peephole",
+    "gru",
+    "attention",
+    "model",
+    "spinn",
+)
+
+
 def _module_rank(stem: str) -> int:
     # Modules other modules build on come first in generated files.
-    return {"packing": 0, "kernels": 1, "attention": 2, "model": 3}.get(stem, 4)
+    if stem in MODULE_ORDER:
+        return MODULE_ORDER.index(stem)
+    return len(MODULE_ORDER)
 
 
 @functools.cache

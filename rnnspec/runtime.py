@@ -17,7 +17,7 @@ from rnnspec.nnsource import module_of
 
 
 def resolve(callee: str) -> Any:
-    """'nn.LSTM' → torch.nn.LSTM; 'CustomLSTM' → rnnspec.nn.kernels.CustomLSTM."""
+    """'nn.LSTM' → torch.nn.LSTM; 'CustomLSTM' → rnnspec.nn.lstm.CustomLSTM."""
     if callee.startswith("nn."):
         return getattr(nn, callee[3:])
     try:

@@ -12,19 +12,14 @@ from torch import nn
 from torch.autograd import gradgradcheck
 
 import rnnspec
-from rnnspec.nn import attention, kernels
+from rnnspec.nn import attention, gru, lstm, peephole, rnn
 from rnnspec.nn.attention import AdditiveAttention, DotAttention, GeneralAttention
-from rnnspec.nn.kernels import (
-    CustomGRU,
-    CustomLSTM,
-    CustomRNN,
-    GRUKernelFunction,
-    LSTMKernelFunction,
-    PeepholeKernelFunction,
-    PeepholeLSTM,
-    RNNKernelFunction,
-)
+from rnnspec.nn.gru import CustomGRU, GRUKernelFunction
+from rnnspec.nn.lstm import CustomLSTM, LSTMKernelFunction
+from rnnspec.nn.peephole import PeepholeKernelFunction, PeepholeLSTM
+from rnnspec.nn.rnn import CustomRNN, RNNKernelFunction
 from rnnspec.nn.spinn import SpinnModel
+from rnnspec.nn.stack import KernelStackBase
 
 F64 = torch.float64
 N_IN, HID, BATCH, STEPS = 2, 2, 3, 4
@@ -217,7 +212,7 @@ def penalised_gradients(module, x, lengths, weight):
     x = x.clone().requires_grad_()
     if lengths is None:
         out, _ = module(x)
-    elif isinstance(module, kernels.KernelStackBase):
+    elif isinstance(module, KernelStackBase):
         out, _ = module(x, None, lengths)
     else:  # torch's own module: through pack_padded_sequence
         packed = nn.utils.rnn.pack_padded_sequence(
@@ -274,8 +269,8 @@ def test_first_order_backward_does_no_recomputation(monkeypatch):
     def forbidden(*args):
         raise AssertionError("recomputed the forward without create_graph")
 
-    monkeypatch.setattr(kernels, "kernel_recompute_grads", forbidden)
-    monkeypatch.setattr(attention, "kernel_recompute_grads", forbidden)
+    for home in (rnn, lstm, peephole, gru, attention):  # each binds its own name
+        monkeypatch.setattr(home, "kernel_recompute_grads", forbidden)
     for cell in CELLS:
         module = make_module(cell, bidirectional=True)
         x = torch.randn(BATCH, STEPS, N_IN, dtype=F64, requires_grad=True)

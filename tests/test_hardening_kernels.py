@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import rnnspec
-from rnnspec.nn.kernels import CustomGRU, CustomLSTM, CustomRNN, PeepholeLSTM
+from rnnspec.nn import CustomGRU, CustomLSTM, CustomRNN, PeepholeLSTM
 from rnnspec.nn.model import RecurrentModel
 
 N_IN, HID = 3, 4

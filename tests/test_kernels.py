@@ -8,21 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from rnnspec.nn.kernels import (
-    CustomGRU,
-    CustomLSTM,
-    CustomRNN,
-    GRUKernelFunction,
-    LSTMKernelFunction,
+from rnnspec.nn.gru import CustomGRU, GRUKernelFunction, gru_kernel_plain
+from rnnspec.nn.lstm import CustomLSTM, LSTMKernelFunction, lstm_kernel_plain
+from rnnspec.nn.peephole import (
     PeepholeKernelFunction,
     PeepholeLSTM,
-    RNNKernelFunction,
-    gru_kernel_plain,
-    kernel_project,
-    lstm_kernel_plain,
     peephole_kernel_plain,
-    rnn_kernel_plain,
 )
+from rnnspec.nn.rnn import CustomRNN, RNNKernelFunction, rnn_kernel_plain
+from rnnspec.nn.stack import kernel_project
 
 N_IN, HID = 4, 6
 CELLS = {

@@ -1,0 +1,219 @@
+"""GRU cell: `CustomGRU`, a drop-in `nn.GRU` (gates r, z, n as torch).
+
+r = σ(W_ir x + b_ir + W_hr h + b_hr)    z = σ(W_iz x + b_iz + W_hz h + b_hz)
+n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+h' = (1 - z) ⊙ n + z ⊙ h
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .stack import (
+    KernelStackBase,
+    kernel_check_impl,
+    kernel_final_rows,
+    kernel_init_grad,
+    kernel_input_grads,
+    kernel_order,
+    kernel_prev_rows,
+    kernel_project,
+    kernel_recompute_grads,
+    kernel_runs_plain,
+    kernel_state_rows,
+    kernel_state_rows_grad,
+    kernel_tanh,
+)
+
+
+class GRUKernelFunction(torch.autograd.Function):
+    """One direction of one GRU layer; gates r, z, n as torch.
+
+    Forward projects every step's input into the gate buffer, which each step then
+    completes in place. Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a
+    step is dh_t times a factor known from the forward (da = dh_t q_a), so a step
+    costs two elementwise ops and one matmul; the input side follows for all steps.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse):
+        H = h0.shape[1]
+        gates = kernel_project(x, w_ih, b_ih)  # (N, 3H): input part, then r, z, n
+        hws = torch.empty_like(gates)  # (N, 3H) W_hh h_{t-1} + b_hh
+        hs = x.new_empty(gates.shape[0], H)  # (N, H) outputs
+        gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
+        w_t = w_hh.t()
+        done: List[Tensor] = []
+        h = h0[:0]
+        for t in kernel_order(len(gs), reverse):
+            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+            if b_hh is None:
+                hw = torch.mm(h_prev, w_t, out=hws_[t])  # (size, 3H)
+            else:
+                hw = torch.addmm(b_hh, h_prev, w_t, out=hws_[t])
+            a = gs[t]
+            r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
+            n = a[:, 2 * H :].addcmul_(r, hw[:, 2 * H :])
+            kernel_tanh(n, out=n)
+            h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+        ctx.save_for_backward(x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs)
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn):
+        x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
+        batch_sizes, reverse = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, b_ih, w_hh, b_hh, h0):
+                xw = kernel_project(x, w_ih, b_ih)
+                return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+
+            inputs = [x, w_ih, b_ih, w_hh, b_hh, h0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+            )
+            return (*grads, None, None)
+        H = h0.shape[1]
+        r, z, n = gates.chunk(3, 1)
+        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
+        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh_t
+        da = torch.cat(  # da / dh_t; each step multiplies its rows by dh in place
+            [q_n * hws[:, 2 * H :] * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r],
+            1,
+        )  # (N, 3H)
+        dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
+        d_outs, das, dhs_, zs = (t.split(batch_sizes) for t in (d_hs, da, dhs, z))
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for t in kernel_order(len(das), not reverse):
+            size = batch_sizes[t]
+            dh = torch.add(
+                kernel_state_rows_grad(dh, d_hn, size, init_grads),
+                d_outs[t],
+                out=dhs_[t],
+            )
+            das[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+            dh = torch.addmm(dh * zs[t], das[t], w_hh)  # (size, H)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        d_whh = da.t() @ h_prev  # (3H, H)
+        d_bhh = da.sum(0) if ctx.needs_input_grad[4] else None
+        torch.mul(dhs, q_n, out=da[:, 2 * H :])  # da is now the input side's gradient
+        dx, d_wih, d_bih = kernel_input_grads(ctx, da, x, w_ih)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bih, d_whh, d_bhh, dh0, None, None
+
+
+def gru_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor]:
+    """GRUKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+        if b_hh is None:
+            hw = torch.mm(h_prev, w_t)  # (size, 3H)
+        else:
+            hw = torch.addmm(b_hh, h_prev, w_t)
+        x = xs[t]
+        r, z = torch.add(x[:, : 2 * H], hw[:, : 2 * H]).sigmoid().chunk(2, 1)
+        n = kernel_tanh(torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :]))
+        h = torch.addcmul(n, z, h_prev - n)
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def gru_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    b_ih: Optional[Tensor],
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xw = kernel_project(x, w_ih, b_ih)
+        return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+    out, h_n = GRUKernelFunction.apply(
+        x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse
+    )
+    return out, h_n
+
+
+class CustomGRU(KernelStackBase, nn.GRU):
+    """`nn.GRU` with our kernel; gates as torch (x = input, h = previous state):
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr)    z = σ(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+    h' = (1 - z) ⊙ n + z ⊙ h
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
+        )
+        self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        # b_hh stays inside r ⊙ (W_hn h + b_hn)
+        out, h_n = gru_kernel_layer(
+            x, w_ih, b_ih, w_hh, b_hh, state[0], batch_sizes, reverse
+        )
+        return out, [h_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        return self._kernel_one_state_forward(input, hx, lengths)

@@ -1,0 +1,290 @@
+"""Peephole LSTM cell: `PeepholeLSTM`, a `CustomLSTM` whose gates see the cell.
+
+i = σ(W_ii x + b_ii + W_hi h + b_hi + p_i ⊙ c)
+f = σ(W_if x + b_if + W_hf h + b_hf + p_f ⊙ c)
+g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+c' = f ⊙ c + i ⊙ g
+o = σ(W_io x + b_io + W_ho h + b_ho + p_o ⊙ c')
+h' = o ⊙ tanh(c')
+"""
+
+import math
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .lstm import CustomLSTM, lstm_backward_factors
+from .stack import (
+    kernel_final_rows,
+    kernel_init_grad,
+    kernel_input_grads,
+    kernel_order,
+    kernel_prev_rows,
+    kernel_project,
+    kernel_recompute_grads,
+    kernel_runs_plain,
+    kernel_state_rows,
+    kernel_state_rows_grad,
+    kernel_tanh,
+)
+
+
+class PeepholeKernelFunction(torch.autograd.Function):
+    """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
+
+    As LSTMKernelFunction, plus the peephole paths in backward: dc_t += dz_o p_o and
+    dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over all
+    steps after the loop.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse):
+        H = h0.shape[1]
+        p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
+        gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
+        hs = torch.empty_like(cs)  # (N, H) h_t: the output
+        gs, css, outs = (t.split(batch_sizes) for t in (gates, cs, hs))
+        w_t = w_hh.t()
+        h_done: List[Tensor] = []
+        c_done: List[Tensor] = []
+        h, c = h0[:0], c0[:0]
+        for t in kernel_order(len(gs), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
+            i, f, g, o = a.chunk(4, 1)
+            a_if = a[:, : 2 * H].view(size, 2, H)
+            a_if.addcmul_(c_prev.unsqueeze(1), p_if).sigmoid_()  # i, f see c_{t-1}
+            kernel_tanh(g, out=g)
+            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
+            o.addcmul_(c, p_o).sigmoid_()  # o sees c_t
+            h = kernel_tanh(c, out=outs[t]).mul_(o)
+        ctx.save_for_backward(x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs)
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn, d_cn):
+        x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs = ctx.saved_tensors
+        batch_sizes, reverse = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, bias, w_hh, peep, h0, c0):
+                xw = kernel_project(x, w_ih, bias)
+                return peephole_kernel_plain(
+                    xw, w_hh, peep, h0, c0, batch_sizes, reverse
+                )
+
+            inputs = [x, w_ih, bias, w_hh, peep, h0, c0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn, d_cn]
+            )
+            return (*grads, None, None)
+        H = h0.shape[1]
+        p_i, p_f, p_o = peep.chunk(3)
+        c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
+        dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
+        d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        fs = gates[:, H : 2 * H].split(batch_sizes)
+        h_grads: List[Tensor] = []
+        c_grads: List[Tensor] = []
+        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
+        for t in kernel_order(len(dzs), not reverse):
+            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_outs[t]
+            dz_o = dzt[:, 3 * H :].mul_(dh)
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, Ks[t])
+            dc.addcmul_(dz_o, p_o)  # o saw c_t
+            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+            dh = dzt @ w_hh  # (size, H)
+            dc = dc * fs[t]  # i and f saw c_{t-1}:
+            dc.addcmul_(dzt[:, :H], p_i).addcmul_(dzt[:, H : 2 * H], p_f)
+        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
+        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        d_peep = torch.cat(
+            [
+                (dz[:, :H] * c_prev).sum(0),
+                (dz[:, H : 2 * H] * c_prev).sum(0),
+                (dz[:, 3 * H :] * cs).sum(0),
+            ]
+        )
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
+        dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
+        return dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None
+
+
+def peephole_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    peep: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """PeepholeKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    hs: List[Tensor] = []
+    h_done: List[Tensor] = []
+    c_done: List[Tensor] = []
+    h, c = h0[:0], c0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, h_done)
+        c_prev = kernel_state_rows(c, c0, size, c_done)
+        a = torch.addmm(xs[t], h_prev, w_t)  # (size, 4H)
+        a_if = a[:, : 2 * H].view(size, 2, H).addcmul(c_prev.unsqueeze(1), p_if)
+        i, f = a_if.sigmoid().view(size, 2 * H).chunk(2, 1)
+        g = kernel_tanh(a[:, 2 * H : 3 * H])
+        c = torch.addcmul(f * c_prev, i, g)
+        o = a[:, 3 * H :].addcmul(c, p_o).sigmoid()
+        h = kernel_tanh(c) * o
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+
+def peephole_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    peep: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final h, c of one peephole layer-direction."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xw = kernel_project(x, w_ih, bias)
+        return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse)
+    out, h_n, c_n = PeepholeKernelFunction.apply(
+        x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse
+    )
+    return out, h_n, c_n
+
+
+class PeepholeLSTM(CustomLSTM):
+    """LSTM with peephole connections (after Gers & Schmidhuber), c = previous cell:
+
+        i = σ(W_ii x + b_ii + W_hi h + b_hi + p_i ⊙ c)
+        f = σ(W_if x + b_if + W_hf h + b_hf + p_f ⊙ c)
+        g = tanh(W_ig x + b_ig + W_hg h + b_hg)
+        c' = f ⊙ c + i ⊙ g
+        o = σ(W_io x + b_io + W_ho h + b_ho + p_o ⊙ c')
+        h' = o ⊙ tanh(c')
+
+    torch's LSTM parameters plus `weight_ch_l{k}[_reverse]` (3H,) = [p_i, p_f, p_o],
+    drawn U(-1/√H, 1/√H) after torch's own init. A plain nn.LSTM state dict loads
+    (peepholes set to zero): it then computes exactly that LSTM. Always our kernel.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            impl=impl,
+        )
+        suffixes = ["", "_reverse"] if bidirectional else [""]
+        names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
+        self._peephole_names = names
+        bound = 1.0 / math.sqrt(hidden_size)
+        for name in names:
+            weight = nn.Parameter(
+                torch.empty(3 * hidden_size, device=device, dtype=dtype)
+            )
+            nn.init.uniform_(weight, -bound, bound)
+            setattr(self, name, weight)
+        self._init_flat_weights()
+
+    def _kernel_impls(self) -> Tuple[str, ...]:
+        return ("custom", "auto")  # torch has no peephole LSTM
+
+    def _init_flat_weights(self) -> None:
+        # torch refreshes its weight list here (init, .to(), changed weights); keep
+        # ours with it, as a plain list so that TorchScript sees List[Tensor]
+        super()._init_flat_weights()
+        names = getattr(self, "_peephole_names", [])
+        self._flat_peepholes = [getattr(self, n) for n in names if hasattr(self, n)]
+
+    def _weights_have_changed(self) -> bool:
+        peepholes = zip(self._flat_peepholes, self._peephole_names, strict=True)
+        replaced = any(p is not getattr(self, n) for p, n in peepholes)
+        return replaced or super()._weights_have_changed()
+
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ):
+        # a plain LSTM's state dict has no peepholes: load it as p = 0
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        for name in self._peephole_names:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+                with torch.no_grad():
+                    getattr(self, name).zero_()
+
+    def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
+        return False
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        peep = self._flat_peepholes[k]
+        out, h_n, c_n = peephole_kernel_layer(
+            x, w_ih, bias, w_hh, peep, state[0], state[1], batch_sizes, reverse
+        )
+        return out, [h_n, c_n]
