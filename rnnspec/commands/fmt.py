@@ -12,8 +12,9 @@ import difflib
 import sys
 from pathlib import Path
 
-from rnnspec.errors import SpecError
+from rnnspec.errors import SpecError, printable
 from rnnspec.files import write_atomic
+from rnnspec.specfile import MAX_SPEC_BYTES, decode_spec, read_spec_file
 
 STDIN = "-"
 
@@ -39,15 +40,16 @@ def run(args: argparse.Namespace) -> int:
     results: list[tuple[str, str, str]] = []  # (name, old, new)
     failures = 0
     for name in args.specs:
-        try:
-            old = sys.stdin.read() if name == STDIN else _read(name)
-        except OSError as exc:
-            print(f"{name}: error: cannot read: {exc.strerror}", file=sys.stderr)
-            failures += 1
-            continue
         filename = "<stdin>" if name == STDIN else name
         try:
+            old = _read_stdin() if name == STDIN else _read(name)
             results.append((name, old, format_source(old, filename=filename)))
+        except OSError as exc:
+            print(
+                f"{printable(name)}: error: cannot read: {exc.strerror}",
+                file=sys.stderr,
+            )
+            failures += 1
         except SpecError as exc:
             print(exc, file=sys.stderr)
             failures += 1
@@ -83,9 +85,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read(name: str) -> str:
-    # newline="" keeps '\r\n' visible, so a CRLF file counts as not canonical.
-    with open(name, encoding="utf-8", newline="") as handle:
-        return handle.read()
+    # Raw: a BOM or '\r\n' stays visible, so such a file counts as not canonical.
+    return read_spec_file(name, raw=True)
+
+
+def _read_stdin() -> str:
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # stdin replaced by a text stream
+        return sys.stdin.read()
+    return decode_spec(buffer.read(MAX_SPEC_BYTES + 1), "<stdin>")
 
 
 def unified_diff(old: str, new: str, name: str) -> str:
