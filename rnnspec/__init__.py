@@ -34,9 +34,15 @@ __all__ = [
 
 
 def parse_file(path: str | Path) -> list[ModelSpec]:
-    """Parse a `.rnn` file; diagnostics name the file as given."""
+    """Parse a `.rnn` file; diagnostics name the file as given.
+
+    Bytes that are not UTF-8 raise `SpecError` at their line and column; a file that
+    cannot be read raises `OSError`.
+    """
+    from rnnspec.specfile import read_spec_file
+
     path = Path(path)
-    return parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return parse(read_spec_file(path), filename=str(path))
 
 
 def instantiate(spec: ModelSpec) -> torch.nn.Module:

@@ -19,19 +19,21 @@ from rnnspec.ir import ModelSpec
 def _load(paths: Sequence[str]) -> tuple[dict[Path, tuple[str, list[ModelSpec]]], int]:
     """Parse every spec, printing all diagnostics; returns the good ones and a count."""
     from rnnspec.lower import parse
+    from rnnspec.specfile import read_spec_file
 
     loaded: dict[Path, tuple[str, list[ModelSpec]]] = {}
     failures = 0
     for name in paths:
         path = Path(name)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            print(f"{name}: error: cannot read: {exc.strerror}", file=sys.stderr)
-            failures += 1
-            continue
-        try:
+            text = read_spec_file(path, filename=name)
             loaded[path] = (text, parse(text, filename=name))
+        except OSError as exc:
+            print(
+                f"{shown(name)}: error: cannot read: {exc.strerror}",
+                file=sys.stderr,
+            )
+            failures += 1
         except SpecError as exc:
             print(exc, file=sys.stderr)
             failures += 1

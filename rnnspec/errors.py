@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -64,27 +63,72 @@ class SpecError(ValueError):
         return self.errors
 
     def _render(self) -> str:
-        lines = self.source.splitlines() if self.source is not None else []
+        lines = self.source.split("\n") if self.source is not None else []
         out = []
         for diag in self.errors[:MAX_SHOWN]:
             if diag.line:
-                out.append(
-                    f"{self.filename}:{diag.line}:{diag.column}: error: {diag.message}"
-                )
+                where = f"{self.filename}:{diag.line}:{diag.column}"
             else:
-                out.append(f"{self.filename}: error: {diag.message}")
+                where = self.filename
+            out.append(printable(f"{where}: error: {diag.message}"))
             if 0 < diag.line <= len(lines):
-                text = lines[diag.line - 1].expandtabs(1)
-                out.append(text)
-                out.append(" " * (diag.column - 1) + "^" + "~" * (diag.width - 1))
+                text = lines[diag.line - 1].rstrip("\r")
+                start = diag.column - 1
+                before, marked = text[:start], text[start : start + diag.width]
+                out.append(printable(text))
+                out.append(
+                    " " * display_width(printable(before))
+                    + "^"
+                    + "~" * (display_width(printable(marked)) - 1)
+                )
         hidden = len(self.errors) - MAX_SHOWN
         if hidden > 0:
             out.append(f"... and {hidden} more")
         return "\n".join(out)
 
 
+def printable(text: str) -> str:
+    """`text` safe to echo on a terminal: tabs as one space, other unprintable
+    characters (ESC, bidi overrides, line separators...) as Python escapes."""
+    if text.isprintable():
+        return text
+    return "".join(_printable_char(char) for char in text)
+
+
+def _printable_char(char: str) -> str:
+    if char.isprintable():
+        return char
+    if char == "\t":
+        return " "  # one column, as the parser counts it
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of printable `text`: wide (CJK, fullwidth) characters take
+    two, combining marks none, so that a caret lands under what it marks."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+
+    return sum(
+        0
+        if unicodedata.combining(char)
+        else 2
+        if unicodedata.east_asian_width(char) in "WF"
+        else 1
+        for char in text
+    )
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """'; did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    import difflib  # only when there is a mistake: not on the start-up path
+
     close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 

@@ -25,6 +25,7 @@ from rnnspec.format import STATEMENT_ORDER, format_value, statement_line
 from rnnspec.ir import ModelSpec
 from rnnspec.lower import _SIZE_FIELD, parse
 from rnnspec.parse import ModelBlock, Option, Statement, parse_syntax
+from rnnspec.specfile import spec_text
 
 #: Indentation of statements and of comments inside a model.
 INDENT = "    "
@@ -33,10 +34,15 @@ COMMENT_GAP = "  "
 
 
 def format_source(source: str, filename: str = "<spec>") -> str:
-    """The canonical text of a spec file; `SpecError` if the spec has errors."""
+    """The canonical text of a spec file; `SpecError` if the spec has errors.
+
+    The canonical text is UTF-8 without a byte-order mark, each line ending in LF:
+    a lone CR ends a line here exactly as it does for `parse`.
+    """
+    source = spec_text(source)
     specs = parse(source, filename=filename)
     blocks, _ = parse_syntax(source)
-    lines = [line.rstrip("\r") for line in source.split("\n")]
+    lines = source.split("\n")
     layout = _layout(blocks, lines)
     out: list[str] = []
     for index, (block, spec, placed) in enumerate(zip(blocks, specs, layout.blocks)):

@@ -11,6 +11,7 @@ partially valid data, so that a spec with several mistakes reports all of them.
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -27,8 +29,28 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-PositiveInt = Annotated[int, Field(ge=1)]
+from rnnspec.errors import printable
+
+#: The most layers a recurrent stack (or a SPINN classifier's MLP) may have.
+MAX_LAYERS = 256
+#: The largest size: features, vocabulary, embedding, hidden, tracker and head sizes.
+MAX_SIZE = 2**24
+#: The most parameters a model may have (8 GiB of float32 weights).
+MAX_PARAMETERS = 2**31
+
+Size = Annotated[int, Field(ge=1, le=MAX_SIZE)]
+Layers = Annotated[int, Field(ge=1, le=MAX_LAYERS)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def _exact_int(value: Any) -> Any:
+    """`Literal[1, 2]` alone takes `True` and `2.0` (they compare equal): not here."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Directions = Annotated[Literal[1, 2], BeforeValidator(_exact_int)]
 
 #: Names generated modules import or define besides the rnnspec.nn blocks.
 GENERATED_NAMES = frozenset(
@@ -36,8 +58,13 @@ GENERATED_NAMES = frozenset(
 )
 
 
+@functools.cache
 def reserved_names() -> frozenset[str]:
-    """Names a model may not take: whatever a generated module imports or defines."""
+    """Names a model may not take: whatever a generated module imports or defines.
+
+    `nnsource.index` reads them from its table computed ahead (`rnnspec.prebuilt`)
+    while rnnspec/nn matches it, so checking a name costs no parse of rnnspec/nn.
+    """
     from rnnspec.nnsource import index
 
     definitions, imports = index()
@@ -61,23 +88,27 @@ RECURRENT_ONLY = (
 
 
 class _Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # Validators are built on first use, not at import: a command that never
+    # validates a nested node alone never pays for its validator.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, defer_build=True
+    )
 
 
 class FeaturesInput(_Node):
     """`input features N`: float vectors of size N at every step."""
 
     kind: Literal["features"]
-    size: PositiveInt
+    size: Size
 
 
 class TokensInput(_Node):
     """`input tokens VOCAB embed=E [padding=IDX] [dropout=P]`: embedded token ids."""
 
     kind: Literal["tokens"]
-    vocab: PositiveInt
-    embed: PositiveInt
-    padding: Annotated[int, Field(ge=0)] | None = None
+    vocab: Size
+    embed: Size
+    padding: Annotated[int, Field(ge=0, lt=MAX_SIZE)] | None = None
     dropout: Probability = 0.0
 
 
@@ -105,7 +136,7 @@ class LinearHead(_Node):
     """`head linear N`: a linear layer on every step."""
 
     kind: Literal["linear"]
-    size: PositiveInt
+    size: Size
     dropout: Probability = 0.0
 
 
@@ -117,12 +148,12 @@ class ClassesHead(_Node):
     """
 
     kind: Literal["classes"]
-    size: PositiveInt
+    size: Size
     pool: Literal["last", "mean", "max"] = "last"
     dropout: Probability = 0.0
     pair: bool = False
-    mlp: Annotated[int, Field(ge=0)] = 1
-    mlp_hidden: PositiveInt | None = None
+    mlp: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 1
+    mlp_hidden: Size | None = None
 
 
 HeadSpec = Annotated[
@@ -138,9 +169,9 @@ class ModelSpec(_Node):
     encoder: Literal["recurrent", "spinn"] = "recurrent"
     cell: Literal["rnn", "lstm", "gru"] | None = None
     nonlinearity: Literal["tanh", "relu"] = "tanh"
-    hidden: PositiveInt
-    layers: PositiveInt = 1
-    directions: Literal[1, 2] = 1
+    hidden: Size
+    layers: Layers = 1
+    directions: Directions = 1
     peephole: bool = False
     bias: bool = True
     dropout: Probability = 0.0
@@ -149,7 +180,7 @@ class ModelSpec(_Node):
     impl: Literal["auto", "torch", "custom"] = "auto"
     attention: AttentionSpec | None = None
     head: HeadSpec | None = None
-    tracker: PositiveInt | None = None
+    tracker: Size | None = None
 
     @field_validator("name")
     @classmethod
@@ -161,7 +192,7 @@ class ModelSpec(_Node):
 
     @model_validator(mode="after")
     def _check_rules(self, info: ValidationInfo) -> ModelSpec:
-        problems = cross_field_problems(self.model_dump())
+        problems = cross_field_problems(self.model_dump()) or size_problems(self)
         collected = info.context.get("problems") if info.context else None
         if collected is not None:  # the text front end maps them to positions
             collected.extend(problems)
@@ -282,9 +313,24 @@ class Call:
 
 
 def name_problem(name: str) -> str | None:
-    """Why `name` cannot be a model (class) name, or None when it can."""
+    """Why `name` cannot be a model (class) name, or None when it can.
+
+    Names are ASCII: Python NFKC-normalises identifiers, so `ｔｏｒｃｈ` would be
+    `torch` in generated code (shadowing it) while `instantiate` kept it apart.
+    """
+    if not name.isascii():
+        import unicodedata
+
+        normal = unicodedata.normalize("NFKC", name)
+        read_as = (
+            f"; Python reads it as '{printable(normal)}'" if normal != name else ""
+        )
+        return (
+            f"model name '{printable(name)}' must be ASCII "
+            f"(letters, digits and '_'){read_as}"
+        )
     if not name.isidentifier():
-        return f"model name '{name}' is not a Python identifier"
+        return f"model name '{printable(name)}' is not a Python identifier"
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         return f"model name '{name}' is a Python keyword"
     if name.startswith("_"):
@@ -294,6 +340,97 @@ def name_problem(name: str) -> str | None:
     if name in reserved_names():
         return f"model name '{name}' shadows '{name}', which generated code uses"
     return None
+
+
+#: Which statement to point at when a part holds most of too many parameters.
+_PART_STATEMENT = {
+    "embedding": ("input", "the embedding"),
+    "rnn": ("hidden", "the recurrent stack"),
+    "encoder": ("hidden", "the SPINN encoder"),
+    "attention": ("attention", "the attention"),
+    "head": ("head", "the head"),
+}
+
+
+def parameter_counts(spec: ModelSpec) -> dict[str, int]:
+    """Parameters per submodule of the model `spec` builds, from its sizes alone.
+
+    The parts are the model's children (`embedding`, `rnn` or `encoder`,
+    `attention`, `head`); a tied head counts only its bias (its weight is the
+    embedding's). No torch: `check` uses it to refuse models too large to build.
+    """
+    counts: dict[str, int] = {}
+    if isinstance(spec.input, TokensInput):
+        counts["embedding"] = spec.input.vocab * spec.input.embed
+    if spec.encoder == "spinn":
+        counts["encoder"] = _spinn_encoder_parameters(spec)
+        if isinstance(spec.head, ClassesHead):
+            counts["head"] = _spinn_head_parameters(spec, spec.head)
+        return counts
+    counts["rnn"] = _stack_parameters(spec)
+    width = spec.directions_hidden
+    if spec.attention is not None and spec.attention.kind != "dot":
+        linears = 1 if spec.attention.kind == "general" else 2
+        counts["attention"] = linears * (width * width + width)
+    if spec.head is not None:
+        inputs, outputs = spec.head_input_size, spec.output_size
+        tied = isinstance(spec.head, LogitsHead) and spec.head.tie
+        counts["head"] = outputs + (0 if tied else inputs * outputs)
+    return counts
+
+
+def _stack_parameters(spec: ModelSpec) -> int:
+    """torch's layout: per layer and direction W_ih, W_hh, two biases, peepholes."""
+    gates = {"rnn": 1, "lstm": 4, "gru": 3}[spec.cell or "lstm"]
+    hidden, width = spec.hidden, gates * spec.hidden
+    if isinstance(spec.input, TokensInput):
+        first = spec.input.embed
+    else:
+        first = spec.input.size
+    total = 0
+    for inputs in [first] + [spec.directions_hidden] * (spec.layers - 1):
+        one = width * (inputs + hidden) + (2 * width if spec.bias else 0)
+        one += 3 * hidden if spec.peephole else 0
+        total += spec.directions * one
+    return total
+
+
+def _spinn_encoder_parameters(spec: ModelSpec) -> int:
+    """Projection E→2H, TreeLSTM reduce (5H gates), LSTM-cell tracker over 3H."""
+    assert isinstance(spec.input, TokensInput)
+    embed, hidden, tracker = spec.input.embed, spec.hidden, spec.tracker or 0
+    projection = embed * 2 * hidden + 2 * hidden
+    reduce = 2 * hidden * 5 * hidden + 5 * hidden + tracker * 5 * hidden
+    tracker_cell = 4 * tracker * (3 * hidden + tracker) + 8 * tracker if tracker else 0
+    return projection + reduce + tracker_cell
+
+
+def _spinn_head_parameters(spec: ModelSpec, head: ClassesHead) -> int:
+    """`mlp` hidden Linear layers (width `mlp_hidden` or H), then Linear to classes."""
+    width = 4 * spec.hidden if head.pair else spec.hidden
+    total = 0
+    for _ in range(head.mlp):
+        hidden = head.mlp_hidden or spec.hidden
+        total += width * hidden + hidden
+        width = hidden
+    return total + width * head.size + head.size
+
+
+def size_problems(spec: ModelSpec) -> list[Problem]:
+    """A model over `MAX_PARAMETERS`, reported at the statement of its largest part."""
+    counts = parameter_counts(spec)
+    total = sum(counts.values())
+    if total <= MAX_PARAMETERS:
+        return []
+    part = max(counts, key=lambda name: counts[name])
+    statement, what = _PART_STATEMENT[part]
+    return [
+        (
+            (statement,),
+            f"model '{spec.name}' would have {total:,} parameters, more than the "
+            f"limit of {MAX_PARAMETERS:,} ({what} has {counts[part]:,})",
+        )
+    ]
 
 
 def _lookup(data: Any, loc: tuple) -> Any:

@@ -13,13 +13,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rnnspec.errors import Diagnostic, Span, SpecError, did_you_mean, one_of
+from rnnspec.errors import (
+    Diagnostic,
+    Span,
+    SpecError,
+    did_you_mean,
+    one_of,
+    printable,
+)
 from rnnspec.ir import (
     RECURRENT_ONLY,
     ModelSpec,
     cross_field_problems,
 )
 from rnnspec.parse import ModelBlock, Option, Statement, Value, parse_syntax
+from rnnspec.specfile import spec_text
 
 #: Statements taking exactly one value and no options: keyword == field name.
 SCALAR_STATEMENTS = (
@@ -259,7 +267,9 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return f"'{value}'"
+        return f"'{printable(value)}'"
+    if isinstance(value, int) and value.bit_length() > 400:
+        return f"a {value.bit_length()}-bit number"  # repr fails past 4300 digits
     return repr(value)
 
 
@@ -334,7 +344,11 @@ def validate_block(lowered: Lowered) -> ModelSpec | None:
 
 
 def parse(source: str, filename: str = "<spec>") -> list[ModelSpec]:
-    """Spec text → a `ModelSpec` per model block; `SpecError` lists every problem."""
+    """Spec text → a `ModelSpec` per model block; `SpecError` lists every problem.
+
+    A leading byte-order mark is skipped; LF, CRLF and a lone CR all end a line.
+    """
+    source = spec_text(source)
     blocks, errors = parse_syntax(source)
     error_lines = {d.line for d in errors}
     specs: list[ModelSpec] = []

@@ -1,16 +1,19 @@
 """An index of `rnnspec.nn`'s source: which module defines what, and what it needs.
 
-Read with `ast` (never imported, so the compiler stays torch-free). `instantiate`
-uses it to find a class's module; codegen copies the needed definitions, with their
-transitive dependencies and only the imports they use, into generated files.
+Read with `ast` (never imported, so the compiler stays torch-free), or from the table
+`rnnspec.prebuilt` computed ahead the same way. `instantiate` uses it to find a
+class's module; codegen copies the needed definitions, with their transitive
+dependencies and only the imports they use, into generated files.
 """
 
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NN_DIR = Path(__file__).resolve().parent / "nn"
 
@@ -63,12 +66,71 @@ def _module_rank(stem: str) -> int:
 
 @functools.cache
 def index() -> tuple[dict[str, Definition], dict[str, ImportLine]]:
+    """Every top-level definition and import of rnnspec.nn, by the name it binds.
+
+    From the table `rnnspec.prebuilt` holds while rnnspec/nn matches it (start-up
+    stays fast), else read with `ast`; both give the same index.
+    """
+    from rnnspec import prebuilt
+
+    texts = nn_texts()
+    table = prebuilt.nn_table(sources_sha256(texts))
+    if table is None:
+        return _read_index(texts)
+    lines_of = {stem: text.splitlines() for stem, text in texts.items()}
+    definitions: dict[str, Definition] = {}
+    for name, (module, start, end, uses) in table["definitions"].items():
+        lines = lines_of[module]
+        source = "\n".join(lines[start - 1 : end])
+        order = (_module_rank(module), start)
+        definitions[name] = Definition(name, module, source, frozenset(uses), order)
+    imports = {
+        bound: ImportLine(bound, module, name, alias)
+        for bound, (module, name, alias) in table["imports"].items()
+    }
+    return definitions, imports
+
+
+def nn_texts() -> dict[str, str]:
+    """The source of every rnnspec.nn module but `__init__`, by module name."""
+    return {
+        path.stem: path.read_text(encoding="utf-8")
+        for path in sorted(NN_DIR.glob("*.py"))
+        if path.name != "__init__.py"
+    }
+
+
+def sources_sha256(texts: dict[str, str]) -> str:
+    """What the prebuilt table was computed from: names and sources of the modules."""
+    digest = hashlib.sha256()
+    for stem, text in sorted(texts.items()):
+        digest.update(f"{stem}\0{text}\0".encode())
+    return digest.hexdigest()
+
+
+def index_table() -> dict[str, Any]:
+    """The index read with `ast`, as the JSON `rnnspec.prebuilt` stores."""
+    definitions, imports = _read_index(nn_texts())
+    return {
+        "definitions": {
+            d.name: [
+                d.module,
+                d.order[1],
+                d.order[1] + d.source.count("\n"),
+                sorted(d.uses),
+            ]
+            for d in definitions.values()
+        },
+        "imports": {i.bound: [i.module, i.name, i.alias] for i in imports.values()},
+    }
+
+
+def _read_index(
+    texts: dict[str, str],
+) -> tuple[dict[str, Definition], dict[str, ImportLine]]:
     definitions: dict[str, Definition] = {}
     imports: dict[str, ImportLine] = {}
-    for path in sorted(NN_DIR.glob("*.py")):
-        if path.name == "__init__.py":
-            continue
-        text = path.read_text(encoding="utf-8")
+    for stem, text in texts.items():
         lines = text.splitlines()
         tree = ast.parse(text)
         for node in tree.body:
@@ -102,7 +164,7 @@ def index() -> tuple[dict[str, Definition], dict[str, ImportLine]]:
                 if name in definitions:
                     raise RuntimeError(f"rnnspec.nn defines {name!r} twice")
                 definitions[name] = Definition(
-                    name, path.stem, source, uses, (_module_rank(path.stem), start)
+                    name, stem, source, uses, (_module_rank(stem), start)
                 )
     return definitions, imports
 

@@ -8,11 +8,13 @@ typo is reported with a did-you-mean instead of "unexpected token".
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Union
 
+import lark
 from lark import (
     Lark,
     Token,
@@ -24,8 +26,13 @@ from lark import (
 from lark.exceptions import UnexpectedEOF, UnexpectedToken
 
 from rnnspec.errors import Diagnostic, Span
+from rnnspec.specfile import spec_text
 
 Scalar = Union[int, float, bool, str]
+
+#: An integer literal longer than this is an error (no size comes close, and Python
+#: refuses to convert 4300 digits and more).
+MAX_DIGITS = 100
 
 #: Readable names of the grammar's terminals, for "expected ..." messages.
 _TERMINALS = {
@@ -84,22 +91,43 @@ class ModelBlock:
 
 def grammar_text() -> str:
     """The grammar: from the installed package, or from the source checkout."""
-    packaged = resources.files("rnnspec") / "grammars" / "rnnspec.lark"
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    checkout = Path(__file__).resolve().parent.parent / "grammars" / "rnnspec.lark"
-    return checkout.read_text(encoding="utf-8")
+    here = Path(__file__).resolve().parent
+    for path in (
+        here / "grammars" / "rnnspec.lark",
+        here.parent / "grammars" / "rnnspec.lark",
+    ):
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    # A package that is not a directory (a zip): importlib.resources reads it.
+    from importlib import resources
+
+    return (resources.files("rnnspec") / "grammars" / "rnnspec.lark").read_text(
+        encoding="utf-8"
+    )
+
+
+def grammar_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_parser(grammar: str) -> Lark:
+    """LALR, positions kept on every node."""
+    return Lark(
+        grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False
+    )
 
 
 @functools.cache
 def parser() -> Lark:
-    """Built once per process (LALR, positions kept on every node)."""
-    return Lark(
-        grammar_text(),
-        parser="lalr",
-        propagate_positions=True,
-        maybe_placeholders=False,
-    )
+    """Once per process: loaded from the tables `rnnspec.prebuilt` saved for this
+    grammar and this lark version (fast), else built from the grammar."""
+    from rnnspec import prebuilt
+
+    grammar = grammar_text()
+    saved = prebuilt.saved_parser(grammar_sha256(grammar), lark.__version__)
+    if saved is None:
+        return build_parser(grammar)
+    return Lark.load(io.BytesIO(saved))
 
 
 def _span(token: Token) -> Span:
@@ -107,7 +135,11 @@ def _span(token: Token) -> Span:
 
 
 class _ToSyntax(Transformer):
-    """Methods named after the grammar's rules."""
+    """Methods named after the grammar's rules; literal errors land in `errors`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[Diagnostic] = []
 
     def start(self, models: list[ModelBlock]) -> list[ModelBlock]:
         return list(models)
@@ -132,6 +164,15 @@ class _ToSyntax(Transformer):
 
     def integer(self, children: list[Token]) -> Value:
         (token,) = children
+        digits = len(token.lstrip("+-"))
+        if digits > MAX_DIGITS:
+            self.errors.append(
+                Diagnostic.at(
+                    _span(token),
+                    f"number too long: {digits} digits (at most {MAX_DIGITS})",
+                )
+            )
+            return Value(str(token), str(token), _span(token))
         return Value(int(token), str(token), _span(token))
 
     def float(self, children: list[Token]) -> Value:
@@ -157,7 +198,7 @@ def _describe(error: UnexpectedInput, source: str) -> Diagnostic:
     if isinstance(error, UnexpectedToken):
         token = error.token
         if token.type == "$END":
-            lines = source.splitlines() or [""]
+            lines = source.rstrip("\n").split("\n")
             line = len(lines)
             message = "unexpected end of file"
             if "RBRACE" in error.expected:
@@ -171,7 +212,7 @@ def _describe(error: UnexpectedInput, source: str) -> Diagnostic:
         width = max(1, len(str(token))) if token.type != "_NL" else 1
         return Diagnostic(message, token.line, token.column, width)
     if isinstance(error, UnexpectedEOF):
-        lines = source.splitlines() or [""]
+        lines = source.rstrip("\n").split("\n")
         return Diagnostic("unexpected end of file", len(lines), len(lines[-1]) + 1)
     return Diagnostic(
         str(error), getattr(error, "line", 0), getattr(error, "column", 0)
@@ -203,7 +244,9 @@ def parse_syntax(source: str) -> tuple[list[ModelBlock], list[Diagnostic]]:
     """Parse, recovering after errors so that every broken line is reported once.
 
     Returns the model blocks that could be read (possibly none) and the diagnostics.
+    Positions are in `spec_text(source)`, the text with every line ending in LF.
     """
+    source = spec_text(source)
     if not source.endswith("\n"):
         source += "\n"
     errors: list[Diagnostic] = []
@@ -227,10 +270,11 @@ def parse_syntax(source: str) -> tuple[list[ModelBlock], list[Diagnostic]]:
         if diag.line not in lines_with_errors:
             errors.append(diag)
         return [], errors
+    to_syntax = _ToSyntax()
     try:
-        models = _ToSyntax().transform(tree)
+        models = to_syntax.transform(tree)
     except Exception:  # a tree mangled by error recovery: keep the syntax errors
         if not errors:
             raise
         return [], errors
-    return models, errors
+    return models, errors + to_syntax.errors

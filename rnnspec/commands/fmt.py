@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rnnspec.errors import SpecError
 from rnnspec.files import WriteError, shown, write_all
+from rnnspec.specfile import MAX_SPEC_BYTES, decode_spec, read_spec_file
 
 STDIN = "-"
 
@@ -42,15 +43,16 @@ def run(args: argparse.Namespace) -> int:
     results: list[tuple[str, str, str]] = []  # (name, old, new)
     failures = 0
     for name in args.specs:
-        try:
-            old = sys.stdin.read() if name == STDIN else _read(name)
-        except OSError as exc:
-            print(f"{name}: error: cannot read: {exc.strerror}", file=sys.stderr)
-            failures += 1
-            continue
         filename = "<stdin>" if name == STDIN else name
         try:
+            old = _read_stdin() if name == STDIN else _read(name)
             results.append((name, old, format_source(old, filename=filename)))
+        except OSError as exc:
+            print(
+                f"{shown(name)}: error: cannot read: {exc.strerror}",
+                file=sys.stderr,
+            )
+            failures += 1
         except SpecError as exc:
             print(exc, file=sys.stderr)
             failures += 1
@@ -91,9 +93,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _read(name: str) -> str:
-    # newline="" keeps '\r\n' visible, so a CRLF file counts as not canonical.
-    with open(name, encoding="utf-8", newline="") as handle:
-        return handle.read()
+    # Raw: a BOM or '\r\n' stays visible, so such a file counts as not canonical.
+    return read_spec_file(name, raw=True)
+
+
+def _read_stdin() -> str:
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # stdin replaced by a text stream
+        return sys.stdin.read()
+    return decode_spec(buffer.read(MAX_SPEC_BYTES + 1), "<stdin>")
 
 
 def unified_diff(old: str, new: str, name: str) -> str:
