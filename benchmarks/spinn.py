@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import cpu_model  # noqa: E402
 from rnnspec.nn.spinn import SpinnModel  # noqa: E402
-from rnnspec.trees import (  # noqa: E402
+from rnnspec.train.trees import (  # noqa: E402
     REDUCE,
     SHIFT,
     batch_trees,

@@ -4,7 +4,7 @@
 
 ListOps (Nangia & Bowman, 2018): nested expressions such as
 `[MAX 2 9 [MIN 4 7 ] 0 ]`, labelled with their value 0-9. SPINN reads each
-expression as its left-branching tree (rnnspec.trees); the LSTM reads the flat
+expression as its left-branching tree (rnnspec.train.trees); the LSTM reads the flat
 token sequence. Both train on the same length-bucketed batches with Adam for
 --budget seconds of process CPU time each (evaluation not counted), then report test
 accuracy. Test expressions that also occur in the training set are dropped.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnnspec  # noqa: E402
 from rnnspec.nn.spinn import SpinnModel  # noqa: E402
-from rnnspec.trees import (  # noqa: E402
+from rnnspec.train.trees import (  # noqa: E402
     batch_sequences,
     batch_trees,
     generate_listops,

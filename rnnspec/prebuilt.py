@@ -10,18 +10,18 @@ run and that cost more to compute than the rest of a build:
   `grammar_sha256` matches the grammar and `lark_version` the installed lark.
 
 A stale entry is ignored (the slow path gives the same result), and
-tests/test_hardening_lang.py fails until it is refreshed with
+tests/lang/test_hardening_lang.py fails until it is refreshed with
 
-    python -m rnnspec.prebuilt
+    python -m rnnspec.prebuild
 
-Nothing is ever written at run time.
+This module only reads (it imports nothing of rnnspec, so both stages can use it);
+`rnnspec.prebuild` writes. Nothing is ever written at run time.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,46 +55,16 @@ def saved_parser(grammar_sha256: str, lark_version: str) -> bytes | None:
     return base64.b64decode(data["parser"])
 
 
-def compute() -> dict[str, Any]:
-    """The tables for rnnspec/nn and the grammar as they are now.
+def saved_parser_text() -> str:
+    """The saved parser as stored (base64), to keep it when nothing changed."""
+    return _data()["parser"]
 
-    Lark's saved tables differ from run to run (they follow set order), so a saved
-    parser that still applies is kept: the file changes only when its sources do.
+
+def nn_names() -> frozenset[str]:
+    """Every name rnnspec/nn's modules define or import, as last computed.
+
+    The language checks model names against it without reading rnnspec/nn (that is
+    the back end's business); the freshness test keeps it equal to the sources.
     """
-    import base64
-    import io
-
-    import lark
-
-    from rnnspec import nnsource
-    from rnnspec.parse import build_parser, grammar_sha256, grammar_text
-
-    grammar = grammar_text()
-    data = {
-        "nn_sha256": nnsource.sources_sha256(nnsource.nn_texts()),
-        "nn": nnsource.index_table(),
-        "grammar_sha256": grammar_sha256(grammar),
-        "lark_version": lark.__version__,
-    }
-    if saved_parser(data["grammar_sha256"], data["lark_version"]) is not None:
-        data["parser"] = _data()["parser"]
-    else:
-        saved = io.BytesIO()
-        build_parser(grammar).save(saved)
-        data["parser"] = base64.b64encode(saved.getvalue()).decode("ascii")
-    return data
-
-
-def main() -> int:
-    """Rewrite prebuilt.json from rnnspec/nn and the grammar."""
-    text = json.dumps(compute(), indent=1, sort_keys=True) + "\n"
-    if PATH.exists() and PATH.read_text(encoding="utf-8") == text:
-        print(f"unchanged {PATH}")
-    else:
-        PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {PATH}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    table = _data().get("nn") or {}
+    return frozenset(table.get("definitions", {})) | frozenset(table.get("imports", {}))

@@ -38,7 +38,7 @@ step's.
 
 Adding a cell: one module with the four pieces (its class mixes `KernelStackBase` in
 before torch's module and defines `_kernel_layer`), its place in
-`rnnspec.nnsource._module_rank` and its re-export in `rnnspec/nn/__init__.py`.
+`rnnspec.compile.nnsource._module_rank` and its re-export in `rnnspec/nn/__init__.py`.
 """
 
 from typing import Callable, List, Optional, Tuple

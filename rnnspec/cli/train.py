@@ -1,0 +1,150 @@
+"""`rnnspec train SPEC --data FILE`: train a spec'd language model on text.
+
+Imports torch only inside `run`, so that the CLI's other commands start fast.
+Under `torchrun --nproc_per_node=N -m rnnspec train ...` it trains with
+DistributedDataParallel; see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Train the language model of SPEC (`input tokens`, `head logits`) on a text "
+        "file. Settings left unset take their defaults, or the run's own on --resume."
+    )
+    parser.add_argument("spec", metavar="SPEC", help="a .rnn file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE",
+        help="UTF-8 text to train on, or `stdlib`: ~1 MB of the running Python's "
+        "standard-library sources",
+    )
+    parser.add_argument(
+        "--model", metavar="NAME", help="the model, if SPEC has several"
+    )
+    parser.add_argument(
+        "--steps", type=int, metavar="N", default=300, help="total steps (300)"
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        metavar="B",
+        dest="batch_size",
+        help="sequences per step and process (32)",
+    )
+    parser.add_argument(
+        "--seq-len", type=int, metavar="T", help="tokens per sequence, at most (64)"
+    )
+    parser.add_argument("--lr", type=float, help="AdamW learning rate (3e-3)")
+    parser.add_argument(
+        "--weight-decay", type=float, metavar="WD", help="AdamW weight decay (0.01)"
+    )
+    parser.add_argument("--clip", type=float, help="max gradient norm, 0: off (1.0)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        metavar="N",
+        help="steps of linear learning-rate warmup (20)",
+    )
+    parser.add_argument(
+        "--tokens",
+        choices=("char", "word"),
+        help="characters, or whitespace words (char)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seeds weights, dropout and batches (0)"
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help="held-out tail of the text (0.05)",
+    )
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads (default: torch's, fewer on a busy machine: one per idle "
+        "core)",
+    )
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        choices=("auto", "off", "bf16", "fp16"),
+        help="autocast: auto = bf16 (or fp16 with a GradScaler) on CUDA, off on CPU",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=100,
+        metavar="K",
+        help="(100; 0: end only)",
+    )
+    parser.add_argument("--out", metavar="DIR", help="run directory (runs/<model>)")
+    run_mode = parser.add_mutually_exclusive_group()
+    run_mode.add_argument(
+        "--resume", action="store_true", help="continue the run in --out to --steps"
+    )
+    run_mode.add_argument(
+        "--force", action="store_true", help="start over in a --out that holds a run"
+    )
+    parser.add_argument(
+        "--strict-vocab",
+        action="store_true",
+        help="fail when the data's vocabulary size is not the spec's VOCAB (default: "
+        "build the model with the data's size and say so)",
+    )
+    parser.add_argument(
+        "--generated",
+        metavar="FILE",
+        help="train the class that `rnnspec build SPEC` wrote to FILE (checked "
+        "against SPEC's sha256) instead of building the model at runtime; the "
+        "model keeps the spec's VOCAB",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-plot", action="store_true", help="no loss.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rnnspec.train.loop import TrainConfig, TrainError, train
+
+    config = TrainConfig(
+        spec=args.spec,
+        data=args.data,
+        out=args.out,
+        steps=args.steps,
+        model=args.model,
+        tokens=args.tokens,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        clip=args.clip,
+        warmup=args.warmup,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        device=args.device,
+        threads=args.threads,
+        amp=args.amp,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        force=args.force,
+        strict_vocab=args.strict_vocab,
+        generated=args.generated,
+        progress=not args.no_progress,
+        plot=not args.no_plot,
+    )
+    try:
+        train(config)
+    except TrainError as exc:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"rnnspec train: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,1 +1,0 @@
-"""Subcommands that live with their feature (see rnnspec.cli)."""

@@ -1,0 +1,144 @@
+"""IR → constructor calls. The one place that decides which classes a spec builds.
+
+`instantiate` evaluates the `Call` tree with the classes of `rnnspec.nn`; codegen prints
+the same tree into the generated `__init__`. Since both run the same constructors in
+the same order, the same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rnnspec.lang.ir import (
+    ClassesHead,
+    LogitsHead,
+    ModelSpec,
+    TokensInput,
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A constructor call: `callee(**kwargs)`. Values are literals or nested Calls.
+
+    `instantiate` evaluates it with the classes of `rnnspec.nn`; codegen prints it.
+    Keyword order is evaluation order, so both draw the same random numbers.
+    """
+
+    callee: str
+    kwargs: tuple[tuple[str, Any], ...]
+
+    def callees(self) -> list[str]:
+        found = [self.callee]
+        for _, value in self.kwargs:
+            if isinstance(value, Call):
+                found.extend(value.callees())
+        return found
+
+
+_TORCH_CELLS = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+_CUSTOM_CELLS = {"rnn": "CustomRNN", "lstm": "CustomLSTM", "gru": "CustomGRU"}
+_ATTENTION = {
+    "dot": "DotAttention",
+    "general": "GeneralAttention",
+    "additive": "AdditiveAttention",
+}
+
+
+def call(callee: str, **kwargs: object) -> Call:
+    return Call(callee, tuple(kwargs.items()))
+
+
+def model_call(spec: ModelSpec) -> Call:
+    if spec.encoder == "spinn":
+        return _spinn_call(spec)
+    return _recurrent_call(spec)
+
+
+def rnn_call(spec: ModelSpec) -> Call:
+    """The recurrent stack: torch's module, or the custom kernel with torch's layout."""
+    assert spec.cell is not None
+    if isinstance(spec.input, TokensInput):
+        input_size = spec.input.embed
+    else:
+        input_size = spec.input.size
+    kwargs: dict[str, object] = {
+        "input_size": input_size,
+        "hidden_size": spec.hidden,
+        "num_layers": spec.layers,
+        "bias": spec.bias,
+        "batch_first": True,  # RecurrentModel works batch-first inside
+        "dropout": spec.dropout,
+        "bidirectional": spec.directions == 2,
+    }
+    if spec.cell == "rnn":
+        kwargs["nonlinearity"] = spec.nonlinearity
+    kernel = spec.kernel
+    if kernel == "torch":
+        return call(_TORCH_CELLS[spec.cell], **kwargs)
+    kwargs["impl"] = "custom" if spec.impl == "custom" else "auto"
+    callee = "PeepholeLSTM" if spec.peephole else _CUSTOM_CELLS[spec.cell]
+    return call(callee, **kwargs)
+
+
+def _recurrent_call(spec: ModelSpec) -> Call:
+    embedding = None
+    input_dropout = 0.0
+    if isinstance(spec.input, TokensInput):
+        embedding = call(
+            "nn.Embedding",
+            num_embeddings=spec.input.vocab,
+            embedding_dim=spec.input.embed,
+            padding_idx=spec.input.padding,
+        )
+        input_dropout = spec.input.dropout
+    attention = None
+    if spec.attention is not None:
+        attention = call(
+            _ATTENTION[spec.attention.kind],
+            size=spec.directions_hidden,
+            mask=spec.attention.mask,
+            combine=spec.attention.combine,
+            scale=spec.attention.scale,
+        )
+    head = None
+    if spec.head is not None:
+        head = call(
+            "nn.Linear",
+            in_features=spec.head_input_size,
+            out_features=spec.output_size,
+        )
+    return call(
+        "RecurrentModel",
+        embedding=embedding,
+        rnn=rnn_call(spec),
+        attention=attention,
+        head=head,
+        input_dropout=input_dropout,
+        head_dropout=spec.head.dropout if spec.head is not None else 0.0,
+        pool=spec.head.pool if isinstance(spec.head, ClassesHead) else None,
+        tie=isinstance(spec.head, LogitsHead) and spec.head.tie,
+        packing=spec.packing,
+        batch_first=spec.batch_first,
+    )
+
+
+def _spinn_call(spec: ModelSpec) -> Call:
+    assert isinstance(spec.input, TokensInput)
+    head = spec.head if isinstance(spec.head, ClassesHead) else None
+    return call(
+        "SpinnModel",
+        vocab_size=spec.input.vocab,
+        embed_size=spec.input.embed,
+        hidden_size=spec.hidden,
+        tracker_size=spec.tracker or 0,
+        padding_idx=spec.input.padding,
+        input_dropout=spec.input.dropout,
+        head="classes" if head is not None else "none",
+        head_size=head.size if head is not None else 0,
+        head_dropout=head.dropout if head is not None else 0.0,
+        pair=head.pair if head is not None else False,
+        mlp_layers=head.mlp if head is not None else 1,
+        mlp_hidden=(head.mlp_hidden or 0) if head is not None else 0,
+    )

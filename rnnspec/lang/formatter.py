@@ -1,0 +1,201 @@
+"""Canonical formatting of a whole spec file, comments kept (`rnnspec fmt`).
+
+`ModelSpec.to_source()` prints a model from the IR alone, so it loses comments and
+the statements a user spelled out at their default. `format_source` keeps both: it
+changes layout, never content. Statements go in `STATEMENT_ORDER`, aligned as
+`statement_line` prints them, each with the canonical spelling of its values (options
+in the IR's field order, sizes positional). Comments travel with what they describe:
+
+- comment lines above a statement move with it; a trailing comment stays on its line;
+- comments after the last statement of a model stay at the end of the block;
+- comments before a model stay before it (a blank line between them and the model is
+  kept); comments after the last model stay at the end of the file;
+- models are separated by one blank line; blank lines inside a model are dropped.
+
+The result parses to the same IR (`parse(format_source(t)) == parse(t)`), and
+formatting is idempotent. A spec with errors raises `SpecError` before anything is
+formatted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rnnspec.lang.ir import ModelSpec
+from rnnspec.lang.lower import _SIZE_FIELD, parse
+from rnnspec.lang.printer import STATEMENT_ORDER, format_value, statement_line
+from rnnspec.lang.source import spec_text
+from rnnspec.lang.syntax import ModelBlock, Option, Statement, parse_syntax
+
+#: Indentation of statements and of comments inside a model.
+INDENT = "    "
+#: Between code and a trailing comment.
+COMMENT_GAP = "  "
+
+
+def format_source(source: str, filename: str = "<spec>") -> str:
+    """The canonical text of a spec file; `SpecError` if the spec has errors.
+
+    The canonical text is UTF-8 without a byte-order mark, each line ending in LF:
+    a lone CR ends a line here exactly as it does for `parse`.
+    """
+    source = spec_text(source)
+    specs = parse(source, filename=filename)
+    blocks, _ = parse_syntax(source)
+    lines = source.split("\n")
+    layout = _layout(blocks, lines)
+    out: list[str] = []
+    for index, (block, spec, placed) in enumerate(zip(blocks, specs, layout.blocks)):
+        if index:
+            out.append("")
+        out.extend(placed.before)
+        out.append(_with_comment(f"model {block.name} {{", placed.header_comment))
+        statements = sorted(
+            placed.statements, key=lambda p: _order(p.statement.keyword)
+        )
+        for item in statements:
+            out.extend(INDENT + comment for comment in item.above)
+            line = statement_line(item.statement.keyword, _arguments(spec, item))
+            out.append(_with_comment(line, item.trailing))
+        out.extend(INDENT + comment for comment in placed.dangling)
+        out.append(_with_comment("}", placed.closing_comment))
+    if layout.after:
+        out.append("")
+        out.extend(layout.after)
+    return "\n".join(out) + "\n"
+
+
+def is_canonical(source: str, filename: str = "<spec>") -> bool:
+    """Whether `source` is already what `format_source` prints."""
+    return format_source(source, filename) == source
+
+
+# -- where every comment belongs -----------------------------------------------------
+
+
+@dataclass
+class _Placed:
+    statement: Statement
+    above: list[str] = field(default_factory=list)
+    trailing: str | None = None
+
+
+@dataclass
+class _Block:
+    before: list[str] = field(default_factory=list)
+    header_comment: str | None = None
+    statements: list[_Placed] = field(default_factory=list)
+    dangling: list[str] = field(default_factory=list)
+    closing_comment: str | None = None
+
+
+@dataclass
+class _Layout:
+    blocks: list[_Block]
+    after: list[str]
+
+
+def _comment(line: str) -> str | None:
+    """The `# ...` part of a line (no token of the language contains '#')."""
+    start = line.find("#")
+    return line[start:].rstrip() if start >= 0 else None
+
+
+def _closing_line(block: ModelBlock, lines: list[str]) -> int:
+    """1-based line of the block's `}`: the first line after its body starting so."""
+    last = max([block.span.line, *(s.line for s in block.statements)])
+    for number in range(last + 1, len(lines) + 1):
+        if lines[number - 1].lstrip(" \t\f").startswith("}"):
+            return number
+    raise AssertionError("a parsed model block has a closing brace")
+
+
+def _loose_comments(lines: list[str]) -> list[str]:
+    """Comment-only lines between models: blank runs become one, none leading."""
+    out: list[str] = []
+    for line in lines:
+        comment = _comment(line)
+        if comment is not None:
+            out.append(comment)
+        elif out and out[-1] != "":
+            out.append("")
+    return out
+
+
+def _layout(blocks: list[ModelBlock], lines: list[str]) -> _Layout:
+    placed_blocks: list[_Block] = []
+    previous_close = 0
+    for block in blocks:
+        header = block.span.line
+        close = _closing_line(block, lines)
+        placed = _Block()
+        # A `}` sharing the header's line (`} model B {`): its comment is the header's.
+        placed.before = _loose_comments(lines[previous_close : header - 1])
+        placed.header_comment = _comment(lines[header - 1])
+        by_line = {statement.line: statement for statement in block.statements}
+        pending: list[str] = []
+        for number in range(header + 1, close):
+            line = lines[number - 1]
+            if number in by_line:
+                placed.statements.append(
+                    _Placed(by_line[number], pending, _comment(line))
+                )
+                pending = []
+            elif (comment := _comment(line)) is not None:
+                pending.append(comment)
+        placed.dangling = pending
+        closing_line = lines[close - 1]
+        if not any(b.span.line == close for b in blocks):
+            placed.closing_comment = _comment(closing_line)
+        placed_blocks.append(placed)
+        previous_close = close
+    after = _loose_comments(lines[previous_close:])
+    while after and after[-1] == "":
+        after.pop()
+    return _Layout(placed_blocks, after)
+
+
+# -- printing ------------------------------------------------------------------------
+
+
+def _order(keyword: str) -> int:
+    try:
+        return STATEMENT_ORDER.index(keyword)
+    except ValueError:
+        return len(STATEMENT_ORDER)
+
+
+def _with_comment(code: str, comment: str | None) -> str:
+    return f"{code}{COMMENT_GAP}{comment}" if comment else code
+
+
+def _arguments(spec: ModelSpec, placed: _Placed) -> list[str]:
+    """A statement's canonical arguments, from the validated IR.
+
+    Options the user wrote are kept even at their default value; others are printed
+    only when they differ from it (as `to_source` does).
+    """
+    statement = placed.statement
+    keyword = statement.keyword
+    written = {a.key for a in statement.arguments if isinstance(a, Option)}
+    if keyword == "cell":
+        args = [str(spec.cell)]
+        if "nonlinearity" in written or spec.nonlinearity != "tanh":
+            args.append(f"nonlinearity={spec.nonlinearity}")
+        return args
+    if keyword in ("input", "attention", "head"):
+        node = getattr(spec, keyword)
+        if node is None:
+            return ["none"]
+        args = [node.kind]
+        size = _SIZE_FIELD.get((keyword, node.kind))
+        if size:
+            args.append(format_value(getattr(node, size)))
+        for name, info in type(node).model_fields.items():
+            if name in ("kind", size):
+                continue
+            value = getattr(node, name)
+            if name in written or value != info.default:
+                args.append(f"{name}={format_value(value)}")
+        return args
+    return [format_value(getattr(spec, keyword))]

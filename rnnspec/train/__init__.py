@@ -1,0 +1,1 @@
+"""Training spec'd models: text data, batches, the loop, checkpoints and sampling."""
