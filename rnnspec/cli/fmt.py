@@ -22,6 +22,9 @@ from rnnspec.lang.source import MAX_SPEC_BYTES, decode_spec, read_spec_file
 STDIN = "-"
 
 
+HELP = "print or check the canonical text of specs"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "specs", nargs="+", metavar="SPEC", help="spec files; '-' for stdin → stdout"

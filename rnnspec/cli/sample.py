@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+HELP = "generate text from a checkpoint"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Generate text from a checkpoint written by `rnnspec train`."

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+HELP = "print the JSON Schema of the IR"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+HELP = "train a spec'd language model on text"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
