@@ -939,7 +939,8 @@ def _train(
             if config.plot and plot_losses(out / PLOT, losses, val_loss, spec.name):
                 wrote.append(PLOT)
         except OSError as exc:
-            raise TrainError(f"cannot write {out / PLOT}: {exc.strerror}") from None
+            reason = exc.strerror or exc
+            raise TrainError(f"cannot write {out / PLOT}: {reason}") from None
         say(f"wrote {', '.join(str(out / name) for name in wrote)}")
 
     _on_rank0(dist, finish)  # every rank waits for rank 0's files
@@ -1071,19 +1072,26 @@ class RunLock:
             except FileNotFoundError:  # OUT removed by a run ending just now: again
                 continue
             except OSError as exc:
-                raise TrainError(f"cannot lock {self.out}: {exc.strerror}") from None
+                reason = exc.strerror or exc
+                raise TrainError(f"cannot lock {self.out}: {reason}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
+            except BlockingIOError:
                 holder = _read_pid(fd)
                 os.close(fd)
-                if isinstance(exc, BlockingIOError):
-                    by = f" (pid {holder})" if holder else ""
-                    raise TrainError(
-                        f"{self.out} is in use by another training run{by}; wait for "
-                        "it to end, or pass another --out"
-                    ) from None
-                raise TrainError(f"cannot lock {self.out}: {exc.strerror}") from None
+                by = f" (pid {holder})" if holder else ""
+                raise TrainError(
+                    f"{self.out} is in use by another training run{by}; wait for "
+                    "it to end, or pass another --out"
+                ) from None
+            except OSError as exc:  # a file system without locks (some NFS, FUSE)
+                os.close(fd)
+                print(
+                    f"note: cannot lock {self.out} ({exc.strerror}); nothing stops "
+                    "another run from writing into it meanwhile",
+                    file=sys.stderr,
+                )
+                return
             if _same_file(fd, self.path):
                 break
             os.close(fd)  # locked a file its holder removed on release: again
@@ -1261,7 +1269,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by `train` (a file, or a run directory holding one).
 
     Loaded with `weights_only=True`: tensors and plain data only, so a checkpoint
-    cannot run code. Anything else is refused with one line saying why.
+    cannot run code. Anything else is refused with one line saying why. The dict
+    gets `path`: the file it was read from, named by later errors about it.
     """
     path = Path(path)
     if path.is_dir():
@@ -1271,13 +1280,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise TrainError(f"no checkpoint at {path}") from None
     except OSError as exc:
-        raise TrainError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+        reason = exc.strerror or exc
+        raise TrainError(f"cannot read checkpoint {path}: {reason}") from None
     try:
         with handle, warnings.catch_warnings():  # torch warns about odd pickles
             warnings.simplefilter("ignore")
             payload = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" not in str(exc).lower():
+        if "Unsupported global" not in str(exc):  # not a refused class: garbage
             raise _not_a_checkpoint(path) from None
         raise TrainError(
             f"{path} holds Python objects besides tensors and plain data, which a "
@@ -1568,6 +1578,7 @@ def plot_losses(
 
 __all__ = [
     "Distributed",
+    "RunLock",
     "TextDataset",
     "TrainConfig",
     "TrainError",

@@ -3,8 +3,10 @@ damaged checkpoints give one line, never a traceback, and write nothing."""
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -75,12 +77,12 @@ def snapshot(directory: str | Path) -> dict[str, bytes]:
 
 
 def one_error_line(err: str, command: str) -> str:
-    """The single `rnnspec COMMAND: error: ...` line of `err` (no traceback)."""
+    """`err`, which must be one `rnnspec COMMAND: error: ...` line (no traceback,
+    no warning, no advice to load with weights_only=False)."""
     lines = [line for line in err.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(f"rnnspec {command}: error:")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in err and "weights_only" not in err, err
-    return errors[0]
+    assert len(lines) == 1 and lines[0].startswith(f"rnnspec {command}: error:"), err
+    assert "weights_only" not in err, err
+    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +158,33 @@ def test_the_lock_is_exclusive_and_left_behind_by_no_run(files, tmp_path):
     with RunLock(out):
         pass
     assert out.is_dir() and not any(out.iterdir())  # kept: it was there before
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(
+    files, monkeypatch, capsys
+):
+    def full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)
+    assert main(train_args(files, "--steps", "2")) == 1
+    line = one_error_line(capsys.readouterr().err, "train")
+    out = Path(files["out"])
+    assert f"cannot write {out / 'checkpoint.pt'}: No space left on device" in line
+    assert sorted(p.name for p in out.iterdir()) == ["spec.rnn", "vocab.json"]
+
+
+def test_a_file_system_without_locks_trains_with_a_note(files, monkeypatch, capsys):
+    fcntl = pytest.importorskip("fcntl")
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    assert main(train_args(files, "--steps", "2")) == 0
+    err = capsys.readouterr().err
+    assert f"note: cannot lock {files['out']} (No locks available)" in err
 
 
 def test_concurrent_checkpoint_writes_never_collide_or_tear(tmp_path):
@@ -412,6 +441,8 @@ SAMPLE_CASES = {
 }
 RAW_CASES = {
     "text": lambda data: b"hello, not a checkpoint\n",
+    "other text": lambda data: b"not a checkpoint",  # torch: a refused pickle
+    "a plain pickle": lambda data: pickle.dumps({"format": "rnnspec-train/1"}, 4),
     "empty": lambda data: b"",
     "truncated": lambda data: data[: len(data) // 2],
     "one byte short": lambda data: data[:-1],
