@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rnnspec.cli.train import SEED, integer, number
+
 HELP = "generate text from a checkpoint"
 
 
@@ -17,22 +19,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "checkpoint", metavar="CHECKPOINT", help="checkpoint.pt, or the run directory"
     )
     parser.add_argument(
-        "--length", type=int, metavar="N", default=500, help="tokens to generate (500)"
+        "--length",
+        type=integer(0),
+        metavar="N",
+        default=500,
+        help="tokens to generate (500)",
     )
     parser.add_argument(
         "--prompt", default="", metavar="TEXT", help="text to continue (a newline)"
     )
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=number(0, low_allowed=True),
         metavar="T",
         default=0.8,
-        help="0: always the likeliest (0.8)",
+        help="0 (or a temperature so small that the scores overflow): always the "
+        "likeliest (0.8)",
     )
     parser.add_argument(
-        "--top-k", type=int, metavar="K", help="sample from the k likeliest only"
+        "--top-k", type=integer(1), metavar="K", help="sample from the k likeliest only"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=SEED, default=0)
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
 
 
@@ -50,9 +57,6 @@ def run(args: argparse.Namespace) -> int:
         start_token,
     )
 
-    if args.length < 0:
-        print("rnnspec sample: error: --length must be >= 0", file=sys.stderr)
-        return 2
     try:
         device = resolve_device(args.device, Distributed())
         if device.type == "cpu":
@@ -74,16 +78,20 @@ def run(args: argparse.Namespace) -> int:
     if not prompt:
         prompt = [start_token(vocab)]
     generator = torch.Generator().manual_seed(args.seed)
-    ids = generate(
-        model,
-        spec,
-        prompt,
-        args.length,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        generator=generator,
-        vocab_size=len(vocab),
-    )
+    try:
+        ids = generate(
+            model,
+            spec,
+            prompt,
+            args.length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            generator=generator,
+            vocab_size=len(vocab),
+        )
+    except TrainError as exc:
+        print(f"rnnspec sample: error: {exc}", file=sys.stderr)
+        return 1
     sep = " " if vocab.mode == "word" and text and not text.endswith("\n") else ""
     sys.stdout.write(text + sep + vocab.decode(ids) + "\n")
     return 0

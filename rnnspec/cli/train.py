@@ -8,8 +8,60 @@ DistributedDataParallel; see docs/training.md.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from collections.abc import Callable
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in low..high (high None: no upper bound)."""
+    expected = (
+        f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+    )
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}, got {text!r}"
+            ) from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+def number(
+    low: float, *, low_allowed: bool, high: float = math.inf
+) -> Callable[[str], float]:
+    """An argparse type: a finite float above `low` (or equal, with `low_allowed`)
+    and below `high`; nan and inf never pass."""
+    expected = (
+        f"a finite number {'>=' if low_allowed else '>'} {low:g}"
+        if high == math.inf
+        else f"a number in ({low:g}, {high:g})"
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {expected}, got {text!r}"
+            ) from None
+        above = value >= low if low_allowed else value > low
+        if not (above and value < high and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+#: Seeds of torch's generators: below 2**63, so that seed + rank still fits.
+SEED = integer(0, 2**63 - 1)
 
 HELP = "train a spec'd language model on text"
 
@@ -31,26 +83,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", metavar="NAME", help="the model, if SPEC has several"
     )
     parser.add_argument(
-        "--steps", type=int, metavar="N", default=300, help="total steps (300)"
+        "--steps", type=integer(1), metavar="N", default=300, help="total steps (300)"
     )
     parser.add_argument(
         "--batch",
-        type=int,
+        type=integer(1),
         metavar="B",
         dest="batch_size",
         help="sequences per step and process (32)",
     )
     parser.add_argument(
-        "--seq-len", type=int, metavar="T", help="tokens per sequence, at most (64)"
+        "--seq-len",
+        type=integer(1),
+        metavar="T",
+        help="tokens per sequence, at most (64)",
     )
-    parser.add_argument("--lr", type=float, help="AdamW learning rate (3e-3)")
     parser.add_argument(
-        "--weight-decay", type=float, metavar="WD", help="AdamW weight decay (0.01)"
+        "--lr", type=number(0, low_allowed=False), help="AdamW learning rate (3e-3)"
     )
-    parser.add_argument("--clip", type=float, help="max gradient norm, 0: off (1.0)")
+    parser.add_argument(
+        "--weight-decay",
+        type=number(0, low_allowed=True),
+        metavar="WD",
+        help="AdamW weight decay (0.01)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=number(0, low_allowed=True),
+        help="max gradient norm, 0: off (1.0)",
+    )
     parser.add_argument(
         "--warmup",
-        type=int,
+        type=integer(0),
         metavar="N",
         help="steps of linear learning-rate warmup (20)",
     )
@@ -60,18 +124,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="characters, or whitespace words (char)",
     )
     parser.add_argument(
-        "--seed", type=int, help="seeds weights, dropout and batches (0)"
+        "--seed", type=SEED, help="seeds weights, dropout and batches (0)"
     )
     parser.add_argument(
         "--val-fraction",
-        type=float,
+        type=number(0, low_allowed=False, high=1),
         metavar="F",
         help="held-out tail of the text (0.05)",
     )
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument(
         "--threads",
-        type=int,
+        type=integer(1),
         metavar="N",
         help="CPU threads (default: torch's, fewer on a busy machine: one per idle "
         "core)",
@@ -84,7 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=integer(0),
         default=100,
         metavar="K",
         help="(100; 0: end only)",

@@ -31,16 +31,25 @@ import itertools
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import sysconfig
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from rnnspec.lang.diagnostics import SpecError
@@ -55,6 +64,8 @@ SPEC = "spec.rnn"
 METRICS = "metrics.json"
 PLOT = "loss.png"
 RUN_FILES = (CHECKPOINT, VOCAB, SPEC, METRICS, PLOT)
+#: Held (flock) by the run writing OUT, removed when it ends; see RunLock.
+LOCK = ".lock"
 
 #: Marks the end of a line in word mode (whitespace tokens lose the newlines).
 EOL = "<eol>"
@@ -287,15 +298,8 @@ def load_spec(path: str, model: str | None = None) -> tuple[ModelSpec, str]:
     raise TrainError(f"{path} has no model {model!r}; it has {', '.join(names)}")
 
 
-def fit_vocab(
-    spec: ModelSpec, vocab_size: int, strict: bool = False, fixed: bool = False
-) -> tuple[ModelSpec, str | None]:
-    """The language model of `spec` for a vocabulary of `vocab_size` tokens.
-
-    Returns the spec (with VOCAB replaced when it differs) and a note saying so,
-    or raises TrainError when `spec` is no language model (or strict and sizes
-    differ). `fixed`: VOCAB cannot change (a built class); the data must fit in it.
-    """
+def _language_model_problems(spec: ModelSpec) -> list[str]:
+    """Why `spec` is no language model (empty when it is one)."""
     problems = []
     if spec.encoder != "recurrent":
         problems.append(f"it has encoder {spec.encoder}")
@@ -309,6 +313,19 @@ def fit_vocab(
             "it is bidirectional (`directions 2`): its output at a step would see "
             "the token it has to predict"
         )
+    return problems
+
+
+def fit_vocab(
+    spec: ModelSpec, vocab_size: int, strict: bool = False, fixed: bool = False
+) -> tuple[ModelSpec, str | None]:
+    """The language model of `spec` for a vocabulary of `vocab_size` tokens.
+
+    Returns the spec (with VOCAB replaced when it differs) and a note saying so,
+    or raises TrainError when `spec` is no language model (or strict and sizes
+    differ). `fixed`: VOCAB cannot change (a built class); the data must fit in it.
+    """
+    problems = _language_model_problems(spec)
     if problems:
         raise TrainError(
             f"model {spec.name} is not a language model: {'; '.join(problems)}"
@@ -457,6 +474,58 @@ RUN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: The values each number of a run may take: (test, what it says to expect).
+#: `rnnspec train` checks the same in argument parsing (commands/train.py).
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "seq_len": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "lr": (lambda v: _is_number(v) and 0 < v < math.inf, "a finite number > 0"),
+    "weight_decay": (
+        lambda v: _is_number(v) and 0 <= v < math.inf,
+        "a finite number >= 0",
+    ),
+    "clip": (
+        lambda v: _is_number(v) and 0 <= v < math.inf,
+        "a finite number >= 0 (0: no clipping)",
+    ),
+    "warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in 0..2**63-1"),
+    "val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "threads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "checkpoint_every": (
+        lambda v: _is_int(v) and v >= 0,
+        "an integer >= 0 (0: at the end only)",
+    ),
+    "tokens": (lambda v: v in ("char", "word"), "char or word"),
+}
+
+
+def _setting_problem(name: str, value: Any) -> str | None:
+    """'expected lr to be ..., got nan', or None when `value` is allowed."""
+    if name not in SETTING_RULES:
+        return None
+    test, expected = SETTING_RULES[name]
+    return None if test(value) else f"expected {name} to be {expected}, got {value!r}"
+
+
+def _check_config(config: TrainConfig) -> None:
+    """Every number of `config` in range, before anything is read or written."""
+    for name in SETTING_RULES:
+        value = getattr(config, name)
+        problem = None if value is None else _setting_problem(name, value)
+        if problem:
+            raise TrainError(problem)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """One training run. Fields left None take RUN_DEFAULTS (the checkpoint's own
@@ -520,30 +589,23 @@ def _settings(config: TrainConfig, saved: dict[str, Any] | None) -> dict[str, An
             "--resume continues a run with its own settings; these differ: "
             + ", ".join(clashes)
         )
-    if settings["tokens"] not in ("char", "word"):
-        raise TrainError(f"tokens must be char or word, got {settings['tokens']!r}")
-    for name in ("seq_len", "batch_size"):
-        if settings[name] < 1:
-            raise TrainError(f"{name} must be >= 1, got {settings[name]}")
-    if settings["warmup"] < 0:
-        raise TrainError(f"warmup must be >= 0, got {settings['warmup']}")
-    if not 0 < settings["val_fraction"] < 1:
-        raise TrainError(
-            f"val_fraction must be in (0, 1), got {settings['val_fraction']}"
-        )
     return settings
 
 
-def _prepare_out(out: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """Check OUT against resume/force; returns the checkpoint to resume, if any."""
+def _prepare_out(
+    out: Path, config: TrainConfig, cleanup: contextlib.ExitStack
+) -> dict[str, Any] | None:
+    """Lock OUT for the run (released by `cleanup`) and check it against
+    resume/force; returns the checkpoint to resume, if any."""
+    cleanup.enter_context(RunLock(out))
     if config.resume:
         path = out / CHECKPOINT
         if not path.is_file():
             raise TrainError(f"nothing to resume: {path} does not exist")
-        return load_checkpoint(path)
-    if out.exists() and not out.is_dir():
-        raise TrainError(f"--out {out} is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not config.force:
+        checkpoint = load_checkpoint(path)
+        _check_resumable(checkpoint)
+        return checkpoint
+    if any(path.name != LOCK for path in out.iterdir()) and not config.force:
         raise TrainError(
             f"{out} already holds files; pass --resume to continue its run, --force "
             "to start over in it, or another --out"
@@ -594,12 +656,11 @@ def train(config: TrainConfig) -> TrainResult:
     """
     import torch.distributed as tdist
 
+    _check_config(config)
     dist = Distributed.from_env()
     if tdist.is_available() and tdist.is_initialized():
         dist = Distributed(tdist.get_world_size(), tdist.get_rank(), dist.local_rank)
     device = resolve_device(config.device, dist)
-    if config.threads is not None and config.threads < 1:
-        raise TrainError(f"threads must be >= 1, got {config.threads}")
     if device.type == "cpu":
         torch.set_num_threads(config.threads or cpu_threads())
     amp_dtype = _amp(config, device)
@@ -611,7 +672,8 @@ def train(config: TrainConfig) -> TrainResult:
         tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         created_group = True
     try:
-        return _train(config, dist, device, amp_dtype)
+        with contextlib.ExitStack() as cleanup:  # holds OUT's lock until the end
+            return _train(config, dist, device, amp_dtype, cleanup)
     finally:
         if created_group:
             tdist.destroy_process_group()
@@ -644,6 +706,7 @@ def _train(
     dist: Distributed,
     device: torch.device,
     amp_dtype: torch.dtype | None,
+    cleanup: contextlib.ExitStack,
 ) -> TrainResult:
     import torch.distributed as tdist
 
@@ -656,7 +719,7 @@ def _train(
     bar = None
     base, spec_source = load_spec(config.spec, config.model)
     out = Path(config.out or Path("runs") / base.name)
-    saved = _on_rank0(dist, lambda: _prepare_out(out, config))
+    saved = _on_rank0(dist, lambda: _prepare_out(out, config, cleanup))
     settings = _settings(config, saved["settings"] if saved else None)
     if settings["model"] is not None and settings["model"] != base.name:
         base, spec_source = load_spec(config.spec, settings["model"])
@@ -695,13 +758,6 @@ def _train(
     train_set = TextDataset(sequences[:-n_val])
     val_set = TextDataset(sequences[-n_val:])
 
-    if dist.main:
-        if config.force and saved is None:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / VOCAB).write_text(json.dumps(vocab.to_json()) + "\n", encoding="utf-8")
-        (out / SPEC).write_text(spec.to_source(), encoding="utf-8")
     for note in notes:
         say(note)
 
@@ -715,15 +771,18 @@ def _train(
     start = 0
     losses: list[float] = []
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        _load_weights(saved, model)
+        _restore(
+            saved, "optimizer", lambda: optimizer.load_state_dict(saved["optimizer"])
+        )
         if saved["scaler"] and scaler.is_enabled():  # empty when saved without fp16
-            scaler.load_state_dict(saved["scaler"])
+            _restore(saved, "scaler", lambda: scaler.load_state_dict(saved["scaler"]))
         start = saved["step"]
         losses = list(saved["losses"])
         say(f"resuming {out} at step {start} (loss {losses[-1]:.4f})")
         if len(saved["rng"]) == dist.world:
-            _set_rng_state(saved["rng"][dist.rank], device)
+            state = saved["rng"][dist.rank]
+            _restore(saved, "RNG state", lambda: _set_rng_state(state, device))
         else:
             torch.manual_seed(seed + dist.rank + 1_000_003 * start)
             random.seed(seed + dist.rank + 1_000_003 * start)
@@ -734,6 +793,18 @@ def _train(
     else:
         torch.manual_seed(seed + dist.rank)  # dropout differs across ranks
         random.seed(seed + dist.rank)
+
+    def start_files() -> None:
+        _remove_temporaries(out)
+        if config.force and saved is None:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)  # made by RunLock, except on Windows
+        vocab_json = json.dumps(vocab.to_json()) + "\n"
+        _write_run_file(out / VOCAB, _text_writer(vocab_json))
+        _write_run_file(out / SPEC, _text_writer(spec.to_source()))
+
+    _on_rank0(dist, start_files)  # after every check: a refused run writes nothing
     wrapped: nn.Module = model
     if dist.world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -835,7 +906,8 @@ def _train(
     )
     val_ppl = math.exp(min(val_loss, 700.0))
     tokens_per_s = session_tokens / session_time if session_time else 0.0
-    if dist.main:
+
+    def finish() -> None:
         if step > start:
             n = min(10, step - start)
             first, last = _mean(losses[start : start + n]), _mean(losses[-n:])
@@ -860,13 +932,20 @@ def _train(
             "world_size": dist.world,
             "losses": losses,
         }
-        (out / METRICS).write_text(json.dumps(metrics, indent=1) + "\n")
+        metrics_json = json.dumps(metrics, indent=1) + "\n"
+        _write_run_file(out / METRICS, _text_writer(metrics_json))
         wrote = [CHECKPOINT, VOCAB, SPEC, METRICS]
-        if config.plot and plot_losses(out / PLOT, losses, val_loss, spec.name):
-            wrote.append(PLOT)
+        try:
+            if config.plot and plot_losses(out / PLOT, losses, val_loss, spec.name):
+                wrote.append(PLOT)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise TrainError(f"cannot write {out / PLOT}: {reason}") from None
         say(f"wrote {', '.join(str(out / name) for name in wrote)}")
+
+    _on_rank0(dist, finish)  # every rank waits for rank 0's files
     if dist.world > 1:
-        tdist.barrier()
+        tdist.barrier()  # no rank leaves the group while another still talks in it
     return TrainResult(
         out, spec, vocab, model, start, step, losses, val_loss, val_ppl,
         tokens_per_s, notes,
@@ -952,6 +1031,162 @@ def _write(message: str, bar) -> None:
         print(message, flush=True)
 
 
+# -- the run directory ----------------------------------------------------------------
+
+
+class RunLock:
+    """An exclusive lock on a run directory OUT, held by one run from start to end.
+
+    Two runs writing one OUT would interleave their files, so the second is refused.
+    `fcntl.flock` on OUT/.lock: the kernel releases it when the holder exits, however
+    it exits, so a killed run never leaves OUT locked. The holder writes its pid
+    into the file, for the refusal message. On release the file is removed (under the
+    lock; `acquire` retries when the file it locked was removed meanwhile), and so
+    are the directories the lock created, when the run left them empty.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out / LOCK
+        self._fd: int | None = None
+        self._created: list[Path] = []  # directories made for the lock, deepest first
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Lock OUT (creating it), or raise TrainError naming the run that holds it."""
+        if self.out.exists() and not self.out.is_dir():
+            raise TrainError(f"--out {self.out} is a file, not a directory")
+        if fcntl is None:
+            return
+        missing = [d for d in (self.out, *self.out.parents) if not d.exists()]
+        while True:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # OUT removed by a run ending just now: again
+                continue
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise TrainError(f"cannot lock {self.out}: {reason}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                by = f" (pid {holder})" if holder else ""
+                raise TrainError(
+                    f"{self.out} is in use by another training run{by}; wait for "
+                    "it to end, or pass another --out"
+                ) from None
+            except OSError as exc:  # a file system without locks (some NFS, FUSE)
+                os.close(fd)
+                print(
+                    f"note: cannot lock {self.out} ({exc.strerror}); nothing stops "
+                    "another run from writing into it meanwhile",
+                    file=sys.stderr,
+                )
+                return
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # locked a file its holder removed on release: again
+        self._fd, self._created = fd, missing
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        os.close(self._fd)
+        self._fd = None
+        for directory in self._created:  # only while the run left them empty
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        self._created = []
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return False
+    here = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` by `write(file)` into a temporary file beside it and a rename.
+
+    The temporary name is unique and the data reaches the disk (fsync) before the
+    rename, and the rename before return (fsync of the directory, where the system
+    allows it): a reader, or a crash, sees the old file or the new one, never half
+    of one. The file gets the usual permissions (a temporary one is owner-only).
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows opens no directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_run_file(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """`_write_atomic`, an OS error (disk full, no permission) a TrainError."""
+    try:
+        _write_atomic(path, write)
+    except OSError as exc:
+        raise TrainError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _text_writer(text: str) -> Callable[[IO[bytes]], None]:
+    return lambda handle: handle.write(text.encode("utf-8"))
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Temporary files of runs killed mid-write (call only holding OUT's lock)."""
+    for name in RUN_FILES:
+        for path in out.glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)
+
+
 # -- checkpoints ----------------------------------------------------------------------
 
 
@@ -979,8 +1214,6 @@ def _save(
 
         rng = [None] * dist.world
         tdist.all_gather_object(rng, _rng_state(device))
-    if not dist.main:
-        return
     payload = {
         "format": "rnnspec-train/1",
         "step": step,
@@ -999,7 +1232,12 @@ def _save(
         "data_sha256": _sha256(text),
         "world_size": dist.world,
     }
-    save_checkpoint(out / CHECKPOINT, payload)
+    _on_rank0(  # a failed write stops every rank
+        dist,
+        lambda: _write_run_file(
+            out / CHECKPOINT, lambda handle: torch.save(payload, handle)
+        ),
+    )
 
 
 def _to_cpu(state: dict[str, Any]) -> dict[str, Any]:
@@ -1007,38 +1245,205 @@ def _to_cpu(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save via a temporary file and a rename: never half a checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """torch.save via a unique temporary file, fsync and a rename: never half a
+    checkpoint, even for a reader that loads it meanwhile."""
+    _write_atomic(Path(path), lambda handle: torch.save(payload, handle))
+
+
+#: What a checkpoint needs to be sampled from, and to be resumed.
+SAMPLE_KEYS = {"spec": dict, "model": dict, "vocab": dict}
+RESUME_KEYS = {
+    **SAMPLE_KEYS,
+    "step": int,
+    "optimizer": dict,
+    "scaler": dict,
+    "rng": list,
+    "losses": list,
+    "settings": dict,
+    "data": str,
+    "data_sha256": str,
+}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by `train` (a file, or a run directory holding one)."""
+    """A checkpoint written by `train` (a file, or a run directory holding one).
+
+    Loaded with `weights_only=True`: tensors and plain data only, so a checkpoint
+    cannot run code. Anything else is refused with one line saying why. The dict
+    gets `path`: the file it was read from, named by later errors about it.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        handle = open(path, "rb")  # noqa: SIM115 (closed below)
     except FileNotFoundError:
         raise TrainError(f"no checkpoint at {path}") from None
-    except Exception as exc:  # unpickling errors of all kinds
-        raise TrainError(f"cannot read checkpoint {path}: {exc}") from None
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise TrainError(f"cannot read checkpoint {path}: {reason}") from None
+    try:
+        with handle, warnings.catch_warnings():  # torch warns about odd pickles
+            warnings.simplefilter("ignore")
+            payload = torch.load(handle, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # not a refused class: garbage
+            raise _not_a_checkpoint(path) from None
+        raise TrainError(
+            f"{path} holds Python objects besides tensors and plain data, which a "
+            "checkpoint of `rnnspec train` does not; it is not loaded, since loading "
+            "such objects can run code"
+        ) from None
+    except Exception:  # zip reader, pickle, read errors: truncated or another format
+        raise _not_a_checkpoint(path) from None
     if not isinstance(payload, dict) or payload.get("format") != "rnnspec-train/1":
         raise TrainError(f"{path} is not a checkpoint written by `rnnspec train`")
+    payload["path"] = str(path)
+    _check_keys(payload, SAMPLE_KEYS)
     return payload
+
+
+def _not_a_checkpoint(path: Path) -> TrainError:
+    return TrainError(
+        f"{path} is not a checkpoint written by `rnnspec train` (not a complete torch "
+        "file: truncated, or another format)"
+    )
+
+
+def _damaged(checkpoint: dict[str, Any], problem: str) -> TrainError:
+    where = checkpoint.get("path", "the checkpoint")
+    return TrainError(f"{where} is damaged: {problem}")
+
+
+def _check_keys(checkpoint: dict[str, Any], keys: dict[str, type]) -> None:
+    missing = [key for key in keys if key not in checkpoint]
+    if missing:
+        raise _damaged(checkpoint, f"it lacks {', '.join(missing)}")
+    for key, kind in keys.items():
+        value = checkpoint[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            expected = _KIND_NAMES.get(kind, kind.__name__)
+            raise _damaged(
+                checkpoint,
+                f"expected {key} to be {expected}, got {type(value).__name__}",
+            )
+
+
+_KIND_NAMES = {dict: "a dict", int: "an integer", list: "a list", str: "a string"}
+
+
+def _check_resumable(checkpoint: dict[str, Any]) -> None:
+    """Raise TrainError unless `checkpoint` has everything `--resume` reads."""
+    _check_keys(checkpoint, RESUME_KEYS)
+    _checkpoint_spec(checkpoint)
+    step, losses = checkpoint["step"], checkpoint["losses"]
+    if step < 1 or len(losses) != step:
+        raise _damaged(
+            checkpoint, f"step {step} with {len(losses)} losses (expected one a step)"
+        )
+    if not all(isinstance(x, float) for x in losses):
+        raise _damaged(checkpoint, "its losses are not all numbers")
+    if not checkpoint["rng"] or not all(isinstance(s, dict) for s in checkpoint["rng"]):
+        raise _damaged(checkpoint, "its RNG states are not a list of dicts")
+    settings = checkpoint["settings"]
+    missing = [name for name in RUN_DEFAULTS if name not in settings]
+    if missing:
+        raise _damaged(checkpoint, f"its settings lack {', '.join(missing)}")
+    for name in RUN_DEFAULTS:
+        problem = _setting_problem(name, settings[name])
+        if problem or (name == "model" and not isinstance(settings[name], str)):
+            raise _damaged(checkpoint, f"setting {name} is {settings[name]!r}")
+
+
+def _load_weights(checkpoint: dict[str, Any], model: nn.Module) -> None:
+    """`model.load_state_dict(checkpoint["model"])`; a mismatch said in one line."""
+    state, expected = checkpoint["model"], model.state_dict()
+    missing = [name for name in expected if name not in state]
+    unexpected = [name for name in state if name not in expected]
+    wrong = [
+        name
+        for name, value in state.items()
+        if name in expected
+        and not (isinstance(value, Tensor) and value.shape == expected[name].shape)
+    ]
+    problems = [
+        f"{label} {', '.join(map(str, names[:3]))}{' ...' if len(names) > 3 else ''}"
+        for label, names in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape or type:", wrong),
+        )
+        if names
+    ]
+    if problems:
+        raise _damaged(
+            checkpoint, f"its weights do not fit its model ({'; '.join(problems)})"
+        )
+    _restore(checkpoint, "model state", lambda: model.load_state_dict(state))
+
+
+def _restore(checkpoint: dict[str, Any], what: str, load: Callable[[], Any]) -> None:
+    """`load()`, which restores `what` from the checkpoint; failure said in one line."""
+    try:
+        load()
+    except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+        text = str(exc).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
+        raise _damaged(checkpoint, f"its {what} does not load: {reason}") from None
+
+
+def _checkpoint_spec(checkpoint: dict[str, Any]) -> ModelSpec:
+    try:
+        spec = ModelSpec.model_validate(checkpoint["spec"])
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "spec"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise _damaged(
+            checkpoint, f"its spec is invalid: {where}: {error['msg']}{more}"
+        ) from None
+    problems = _language_model_problems(spec)
+    if problems:
+        raise _damaged(checkpoint, f"its spec is no language model: {problems[0]}")
+    return spec
+
+
+def _checkpoint_vocab(checkpoint: dict[str, Any], spec: ModelSpec) -> Vocab:
+    data = checkpoint["vocab"]
+    tokens, mode = data.get("tokens"), data.get("mode")
+    if mode not in ("char", "word"):
+        raise _damaged(checkpoint, f"expected vocab mode char or word, got {mode!r}")
+    if (
+        not isinstance(tokens, list)
+        or not tokens
+        or not all(isinstance(t, str) for t in tokens)
+        or len(set(tokens)) != len(tokens)
+    ):
+        raise _damaged(checkpoint, "its vocab tokens are not distinct strings")
+    assert isinstance(spec.input, TokensInput)
+    if len(tokens) > spec.input.vocab:
+        raise _damaged(
+            checkpoint,
+            f"its vocab has {len(tokens)} tokens, its model reads {spec.input.vocab}",
+        )
+    return Vocab(tokens, mode)
 
 
 def model_from_checkpoint(
     checkpoint: dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelSpec, Vocab]:
-    """(model in eval mode, its spec, its vocabulary) of a loaded checkpoint."""
+    """(model in eval mode, its spec, its vocabulary) of a loaded checkpoint.
+
+    A checkpoint whose spec, vocabulary or weights do not fit raises TrainError.
+    """
     from rnnspec.compile.runtime import instantiate
 
-    spec = ModelSpec.model_validate(checkpoint["spec"])
+    _check_keys(checkpoint, SAMPLE_KEYS)
+    spec = _checkpoint_spec(checkpoint)
+    vocab = _checkpoint_vocab(checkpoint, spec)
     model = instantiate(spec)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), spec, Vocab.from_json(checkpoint["vocab"])
+    _load_weights(checkpoint, model)
+    return model.to(device).eval(), spec, vocab
 
 
 # -- sampling -------------------------------------------------------------------------
@@ -1061,11 +1466,17 @@ def generate(
 
     Models without attention carry their recurrent state from step to step; with
     attention, each step reruns the last `context` tokens (attention looks back
-    over its input only). `temperature` 0 picks the most likely token. Only ids
-    below `vocab_size` are drawn (a built model's VOCAB may exceed the data's).
+    over its input only). `temperature` 0 picks the most likely token, and so does
+    one so small that the scaled scores overflow (the limit as it goes to 0). Only
+    ids below `vocab_size` are drawn (a built model's VOCAB may exceed the data's).
+    A model whose scores are NaN or infinite (diverged weights) raises TrainError.
     """
     if not prompt:
         raise ValueError("generate needs a prompt of at least one token")
+    if not 0 <= temperature < math.inf:
+        raise ValueError(
+            f"expected temperature to be a finite number >= 0, got {temperature}"
+        )
     model.eval()
     device = next(model.parameters()).device
     ids = list(prompt)
@@ -1095,9 +1506,17 @@ def _pick(
     top_k: int | None,
     generator: torch.Generator | None,
 ) -> int:
+    if not bool(torch.isfinite(logits).all()):
+        raise TrainError(
+            "the model's scores are not finite (NaN or infinite): its weights have "
+            "diverged; sample from an earlier checkpoint, or train with a lower --lr"
+        )
     if temperature <= 0:
         return int(logits.argmax())
-    logits = logits / temperature
+    scaled = logits / temperature
+    if not bool(torch.isfinite(scaled).all()):  # overflow: temperature ~0, greedy
+        return int(logits.argmax())
+    logits = scaled
     if top_k is not None and 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, -math.inf)
@@ -1150,15 +1569,16 @@ def plot_losses(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        _write_atomic(path, lambda handle: fig.savefig(handle, format="png"))
+    finally:
+        plt.close(fig)
     return True
 
 
 __all__ = [
     "Distributed",
+    "RunLock",
     "TextDataset",
     "TrainConfig",
     "TrainError",

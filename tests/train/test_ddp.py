@@ -14,7 +14,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rnnspec.train.loop import TrainConfig, load_checkpoint, train
+from rnnspec.train.loop import (
+    LOCK,
+    RunLock,
+    TrainConfig,
+    TrainError,
+    load_checkpoint,
+    train,
+)
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
@@ -42,8 +49,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, settings: dict, results: str) -> None:
-    # What torchrun sets for each process.
+def _launched(rank: int, world: int, port: int) -> None:
+    """Set what torchrun sets for each process."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -52,11 +59,34 @@ def _worker(rank: int, world: int, port: int, settings: dict, results: str) -> N
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, world: int, port: int, settings: dict, results: str) -> None:
+    _launched(rank, world, port)
     result = train(TrainConfig(**settings))
     torch.save(
         {"state": result.model.state_dict(), "losses": result.losses},
         Path(results) / f"rank{rank}.pt",
     )
+
+
+def _refused_worker(
+    rank: int, world: int, port: int, settings: dict, results: str
+) -> None:
+    _launched(rank, world, port)
+    try:
+        train(TrainConfig(**settings))
+    except TrainError as exc:
+        (Path(results) / f"rank{rank}.txt").write_text(str(exc))
+
+
+def _join(context, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"2-process training took over {seconds} s")
 
 
 @pytest.fixture
@@ -90,12 +120,7 @@ def test_two_processes_train_in_step(files, tmp_path):
         nprocs=2,
         join=False,
     )
-    deadline = time.monotonic() + 60
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("2-process training took over 60 s")
+    _join(context, 60)
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert ranks[0]["state"].keys() == ranks[1]["state"].keys()
@@ -111,6 +136,29 @@ def test_two_processes_train_in_step(files, tmp_path):
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
     for name, value in ckpt["model"].items():
         assert torch.equal(value, ranks[0]["state"][name]), name
+    assert not (Path(files["out"]) / LOCK).exists()  # rank 0's lock, released
+
+
+def test_a_locked_out_refuses_every_rank_without_hanging(files, tmp_path):
+    """Rank 0 alone takes --out's lock; its refusal reaches rank 1 too."""
+    settings = dict(
+        spec=files["spec"], data=files["text"], out=files["out"], steps=4,
+        seq_len=16, batch_size=8, progress=False, plot=False,
+    )  # fmt: skip
+    results = tmp_path / "results"
+    results.mkdir()
+    with RunLock(Path(files["out"])):  # another run holds it
+        context = mp.spawn(
+            _refused_worker,
+            args=(2, free_port(), settings, str(results)),
+            nprocs=2,
+            join=False,
+        )
+        _join(context, 60)
+        assert [p.name for p in Path(files["out"]).iterdir()] == [LOCK]
+    for rank in (0, 1):
+        message = (results / f"rank{rank}.txt").read_text()
+        assert f"is in use by another training run (pid {os.getpid()})" in message
 
 
 def test_torchrun_launch_and_resume(files):

@@ -319,7 +319,7 @@ def test_resume_is_exact_only_because_the_rng_state_is_restored(
     # The check above can fail: without restoring RNG states, dropout differs.
     straight = train(config(files, spec=files["drop"], steps=12, out=tmp_path / "a"))
     train(config(files, spec=files["drop"], steps=6, out=tmp_path / "b"))
-    monkeypatch.setattr("rnnspec.train._set_rng_state", lambda state, device: None)
+    monkeypatch.setattr("rnnspec.train.loop._set_rng_state", lambda state, device: None)
     torch.manual_seed(12345)
     resumed = train(
         config(files, spec=files["drop"], steps=12, out=tmp_path / "b", resume=True)
