@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import reprlib
-import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from pydantic import ValidationError
 from rnnspec.lang.diagnostics import Diagnostic, SpecError, did_you_mean, one_of
 from rnnspec.lang.ir import ModelSpec, cross_field_problems
 from rnnspec.lang.lower import _extra_hint, clean_loc, describe_error, parse
+from rnnspec.lang.source import MAX_SPEC_BYTES, decode_spec, read_spec_bytes, spec_text
 
 if TYPE_CHECKING:
     pass
@@ -50,9 +50,6 @@ KeyPath = tuple[Any, ...]
 #: never makes rnnspec read (and echo in an error) a file that is not a spec.
 SPEC_SUFFIX = ".rnn"
 
-#: The largest spec file read. Specs are a few hundred bytes; the cap stops
-#: `/dev/zero`-like files from filling memory.
-MAX_SPEC_BYTES = 1 << 20
 
 #: How deeply a config value may nest, and how many values it may hold once YAML
 #: aliases are expanded. A model's fields are three levels and a few dozen values.
@@ -206,30 +203,13 @@ def read_spec_file(file: Path, key: KeyPath = ()) -> str:
     ones under the config key, a decoding one at its line and column in the file.
     """
     try:
-        # O_NONBLOCK: opening a FIFO without a writer returns instead of waiting.
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        data = read_spec_bytes(file, regular_only=True)
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         raise _cannot_read(key, file, getattr(exc, "strerror", None) or exc) from None
-    with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _cannot_read(key, file, "not a regular file")
-        try:
-            data = stream.read(MAX_SPEC_BYTES + 1)
-        except OSError as exc:
-            raise _cannot_read(key, file, exc.strerror or exc) from None
     if len(data) > MAX_SPEC_BYTES:
         limit = f"{MAX_SPEC_BYTES // (1 << 20)} MiB"
         raise _cannot_read(key, file, f"larger than {limit}, the most a spec may be")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        start = data.rfind(b"\n", 0, exc.start) + 1
-        line = data.count(b"\n", 0, start) + 1
-        column = len(data[start : exc.start].decode("utf-8-sig", "replace")) + 1
-        message = f"not UTF-8 text: cannot decode byte 0x{data[exc.start]:02x}"
-        raise SpecError(
-            [Diagnostic(message, line, column)], filename=str(file)
-        ) from None
+    return spec_text(decode_spec(data, str(file)))
 
 
 def _cannot_read(key: KeyPath, file: str | os.PathLike[str], why: object) -> SpecError:

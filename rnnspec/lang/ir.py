@@ -425,64 +425,103 @@ def cross_field_problems(
     Each rule looks only at fields that are present, so independent mistakes are all
     found. Returns (location, message) pairs.
     """
+    inp = _mapping(data.get("input"))
+    head = _mapping(data.get("head"))
+    if data.get("encoder", "recurrent") == "spinn":
+        return _spinn_problems(data, inp, head)
+    problems = _recurrent_problems(data, inp, head, invalid)
+    tie = _tie_problem(data, inp, head)
+    if tie:
+        problems.append(tie)
+    vocab, padding = inp.get("vocab"), inp.get("padding")
+    if isinstance(vocab, int) and isinstance(padding, int) and padding >= vocab:
+        problems.append(
+            (("input", "padding"), f"padding must be < vocab ({vocab}), got {padding}")
+        )
+    return problems
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _spinn_problems(
+    data: Mapping[str, Any], inp: Mapping[str, Any], head: Mapping[str, Any]
+) -> list[Problem]:
+    """`encoder spinn` takes tokens, no recurrent statements, a classes head."""
+    defaults = ModelSpec.model_fields
+    problems: list[Problem] = [
+        ((field,), f"'{field}' does not apply to encoder spinn")
+        for field in RECURRENT_ONLY
+        if field in data and data[field] != defaults[field].default
+    ]
+    if inp.get("kind") == "features":
+        problems.append(
+            (("input", "kind"), "encoder spinn reads tokens: use 'input tokens'")
+        )
+    if head.get("kind") in ("logits", "linear"):
+        problems.append(
+            (("head", "kind"), "encoder spinn takes 'head classes N' or no head")
+        )
+    if head.get("kind") == "classes" and head.get("pool", "last") != "last":
+        problems.append((("head", "pool"), "pool does not apply to encoder spinn"))
+    return problems
+
+
+def _recurrent_problems(
+    data: Mapping[str, Any],
+    inp: Mapping[str, Any],
+    head: Mapping[str, Any],
+    invalid: frozenset[str],
+) -> list[Problem]:
+    """Options of the recurrent encoder that do not fit its cell, input or head."""
     problems: list[Problem] = []
-
-    def add(loc: tuple[str, ...], message: str) -> None:
-        problems.append((loc, message))
-
-    encoder = data.get("encoder", "recurrent")
     cell = data.get("cell")
-    inp = data.get("input") if isinstance(data.get("input"), Mapping) else {}
-    head = data.get("head") if isinstance(data.get("head"), Mapping) else {}
-    attention = data.get("attention")
-    attention = attention if isinstance(attention, Mapping) else None
-
-    if encoder == "spinn":
-        defaults = ModelSpec.model_fields
-        for field in RECURRENT_ONLY:
-            if field in data and data[field] != defaults[field].default:
-                add((field,), f"'{field}' does not apply to encoder spinn")
-        if inp.get("kind") == "features":
-            add(("input", "kind"), "encoder spinn reads tokens: use 'input tokens'")
-        if head.get("kind") in ("logits", "linear"):
-            add(("head", "kind"), "encoder spinn takes 'head classes N' or no head")
-        if head.get("kind") == "classes" and head.get("pool", "last") != "last":
-            add(("head", "pool"), "pool does not apply to encoder spinn")
-        return problems
-
     if cell is None and "cell" not in invalid:
-        add(("cell",), "missing required statement 'cell'")
+        problems.append((("cell",), "missing required statement 'cell'"))
     if data.get("tracker") is not None:
-        add(("tracker",), "'tracker' needs encoder spinn")
+        problems.append((("tracker",), "'tracker' needs encoder spinn"))
     if data.get("nonlinearity") == "relu" and cell in ("lstm", "gru"):
-        add(("nonlinearity",), f"nonlinearity=relu needs cell rnn, got cell {cell}")
+        problems.append(
+            (("nonlinearity",), f"nonlinearity=relu needs cell rnn, got cell {cell}")
+        )
     if data.get("peephole") is True and cell in ("rnn", "gru"):
-        add(("peephole",), f"'peephole true' needs cell lstm, got cell {cell}")
+        problems.append(
+            (("peephole",), f"'peephole true' needs cell lstm, got cell {cell}")
+        )
     if data.get("impl") == "torch" and data.get("peephole") is True:
-        add(("impl",), "impl torch has no peephole LSTM; use impl auto or custom")
+        problems.append(
+            (("impl",), "impl torch has no peephole LSTM; use impl auto or custom")
+        )
     if head.get("kind") == "logits" and inp.get("kind") == "features":
-        add(("head", "kind"), "'head logits' needs 'input tokens'")
+        problems.append((("head", "kind"), "'head logits' needs 'input tokens'"))
     if head.get("kind") == "classes":
         for option, default in (("pair", False), ("mlp", 1), ("mlp_hidden", None)):
             if head.get(option, default) != default:
-                add(("head", option), f"'{option}' needs encoder spinn")
-    if (
+                problems.append((("head", option), f"'{option}' needs encoder spinn"))
+    return problems
+
+
+def _tie_problem(
+    data: Mapping[str, Any], inp: Mapping[str, Any], head: Mapping[str, Any]
+) -> Problem | None:
+    """`head logits tie=true` shares the embedding: their sizes must agree."""
+    if not (
         head.get("kind") == "logits"
         and head.get("tie") is True
         and isinstance(inp.get("embed"), int)
         and isinstance(data.get("hidden"), int)
     ):
-        directions = data.get("directions", 1)
-        width = (directions if isinstance(directions, int) else 1) * data["hidden"]
-        if attention is not None and attention.get("combine") == "concat":
-            width *= 2
-        if inp["embed"] != width:
-            add(
-                ("head", "tie"),
-                f"tie=true needs embed == the head's input size; "
-                f"embed is {inp['embed']}, the head's input size is {width}",
-            )
-    vocab, padding = inp.get("vocab"), inp.get("padding")
-    if isinstance(vocab, int) and isinstance(padding, int) and padding >= vocab:
-        add(("input", "padding"), f"padding must be < vocab ({vocab}), got {padding}")
-    return problems
+        return None
+    directions = data.get("directions", 1)
+    width = (directions if isinstance(directions, int) else 1) * data["hidden"]
+    attention = data.get("attention")
+    if isinstance(attention, Mapping) and attention.get("combine") == "concat":
+        width *= 2
+    if inp["embed"] == width:
+        return None
+    return (
+        ("head", "tie"),
+        f"tie=true needs embed == the head's input size; "
+        f"embed is {inp['embed']}, the head's input size is {width}",
+    )

@@ -107,39 +107,56 @@ def _too_many(
 
 
 def _lower_statement(statement: Statement, lowered: Lowered) -> None:
-    keyword = statement.keyword
+    """One statement into the dict form, by its shape: scalar, `cell`, or nested."""
     values, options = _split(statement, lowered)
     if not values:
-        lowered.error(statement.span, f"'{keyword}' needs a value")
-        return
+        lowered.error(statement.span, f"'{statement.keyword}' needs a value")
+    elif statement.keyword in SCALAR_STATEMENTS:
+        _lower_scalar(statement, values, options, lowered)
+    elif statement.keyword == "cell":
+        _lower_cell(statement, values, options, lowered)
+    else:  # `input`, `attention`, `head`
+        _lower_nested(statement, values, options, lowered)
+
+
+def _lower_scalar(
+    statement: Statement, values: list[Value], options: list[Option], lowered: Lowered
+) -> None:
+    """`hidden 128`: one value, no options."""
+    keyword, kind = statement.keyword, values[0]
+    if len(values) > 1:
+        _too_many(lowered, statement, values[1:], 1)
+    for option in options:
+        lowered.error(option.key_span, f"'{keyword}' takes no options")
+    lowered.data[keyword] = kind.value
+    lowered.spans[(keyword,)] = kind.span
+
+
+def _lower_cell(
+    statement: Statement, values: list[Value], options: list[Option], lowered: Lowered
+) -> None:
+    """`cell rnn nonlinearity=relu`: the option is the top-level `nonlinearity`."""
     kind = values[0]
+    if len(values) > 1:
+        _too_many(lowered, statement, values[1:], 1)
+    lowered.data["cell"] = kind.value
+    lowered.spans[("cell",)] = kind.span
+    for option in options:
+        if option.key != "nonlinearity":
+            hint = did_you_mean(option.key, ["nonlinearity"])
+            lowered.error(
+                option.key_span, f"unknown option '{option.key}' for 'cell'{hint}"
+            )
+            continue
+        lowered.data["nonlinearity"] = option.value.value
+        lowered.spans[("nonlinearity",)] = option.value.span
 
-    if keyword in SCALAR_STATEMENTS:
-        if len(values) > 1:
-            _too_many(lowered, statement, values[1:], 1)
-        for option in options:
-            lowered.error(option.key_span, f"'{keyword}' takes no options")
-        lowered.data[keyword] = kind.value
-        lowered.spans[(keyword,)] = kind.span
-        return
 
-    if keyword == "cell":
-        if len(values) > 1:
-            _too_many(lowered, statement, values[1:], 1)
-        lowered.data["cell"] = kind.value
-        lowered.spans[("cell",)] = kind.span
-        for option in options:
-            if option.key != "nonlinearity":
-                hint = did_you_mean(option.key, ["nonlinearity"])
-                lowered.error(
-                    option.key_span, f"unknown option '{option.key}' for 'cell'{hint}"
-                )
-                continue
-            lowered.data["nonlinearity"] = option.value.value
-            lowered.spans[("nonlinearity",)] = option.value.span
-        return
-
-    # Nested statements: `input`, `attention`, `head`.
+def _lower_nested(
+    statement: Statement, values: list[Value], options: list[Option], lowered: Lowered
+) -> None:
+    """`head linear 12 dropout=0.1` → {"kind": "linear", "size": 12, "dropout": 0.1}."""
+    keyword, kind = statement.keyword, values[0]
     if keyword in ("attention", "head") and kind.value == "none":
         if len(values) > 1:
             _too_many(lowered, statement, values[1:], 1)
@@ -213,6 +230,26 @@ def _choices(ctx: Mapping[str, Any]) -> list[str]:
     return re.findall(r"'([^']*)'", expected) or re.split(r", | or ", expected)
 
 
+#: pydantic error types whose sentence needs only the field, the value and the ctx.
+_MESSAGES = {
+    "greater_than_equal": "{name} must be ≥ {ge}, got {shown}",
+    "greater_than": "{name} must be > {gt}, got {shown}",
+    "less_than": "{name} must be < {lt}, got {shown}",
+    "less_than_equal": "{name} must be ≤ {le}, got {shown}",
+    "int_type": "{name} must be an integer, got {shown}",
+    "int_parsing": "{name} must be an integer, got {shown}",
+    "int_from_float": "{name} must be an integer, got {shown}",
+    "float_type": "{name} must be a number, got {shown}",
+    "float_parsing": "{name} must be a number, got {shown}",
+    "bool_type": "{name} must be true or false, got {shown}",
+    "bool_parsing": "{name} must be true or false, got {shown}",
+    "string_type": "{name} must be a word, got {shown}",
+    "model_type": "{name} must be a mapping, got {shown}",
+    "model_attributes_type": "{name} must be a mapping, got {shown}",
+    "dict_type": "{name} must be a mapping, got {shown}",
+}
+
+
 def describe_error(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
     """A pydantic error as one readable sentence (no pydantic wording leaks)."""
     kind = error["type"]
@@ -230,22 +267,9 @@ def describe_error(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
             hint = did_you_mean(name, ModelSpec.model_fields)
             return f"unknown statement '{name}'{hint}"
         return f"unknown option '{name}' for '{' '.join(loc[:-1])}'"
-    if kind == "greater_than_equal":
-        return f"{name} must be ≥ {ctx['ge']}, got {shown}"
-    if kind == "greater_than":
-        return f"{name} must be > {ctx['gt']}, got {shown}"
-    if kind == "less_than":
-        return f"{name} must be < {ctx['lt']}, got {shown}"
-    if kind == "less_than_equal":
-        return f"{name} must be ≤ {ctx['le']}, got {shown}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"{name} must be an integer, got {shown}"
-    if kind in ("float_type", "float_parsing"):
-        return f"{name} must be a number, got {shown}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"{name} must be true or false, got {shown}"
-    if kind in ("string_type",):
-        return f"{name} must be a word, got {shown}"
+    template = _MESSAGES.get(kind)
+    if template:
+        return template.format(name=name, shown=shown, **ctx)
     if kind == "literal_error":
         choices = _choices(ctx)
         hint = did_you_mean(str(value), choices)
@@ -257,8 +281,6 @@ def describe_error(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
         return f"unknown {loc[0]} kind {tag}{hint or '; expected ' + one_of(choices)}"
     if kind == "union_tag_not_found":
         return f"'{name}' needs a 'kind'"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"{name} must be a mapping, got {shown}"
     message = str(error.get("msg", kind))
     return message.removeprefix("Value error, ")
 

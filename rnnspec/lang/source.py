@@ -10,7 +10,9 @@ the spec hash of generated files all count lines alike.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 
 from rnnspec.lang.diagnostics import Diagnostic, SpecError
 
@@ -28,10 +30,26 @@ def read_spec_file(
     `raw=True` keeps the BOM and the line endings as written (for `fmt`, which
     rewrites them). Diagnostics name the file as `filename` (default: `path`).
     """
-    with open(path, "rb") as handle:
-        data = handle.read(MAX_SPEC_BYTES + 1)
+    data = read_spec_bytes(path)
     text = decode_spec(data, os.fspath(path) if filename is None else filename)
     return text if raw else spec_text(text)
+
+
+def read_spec_bytes(
+    path: str | os.PathLike[str], *, regular_only: bool = False
+) -> bytes:
+    """At most `MAX_SPEC_BYTES + 1` bytes of `path` (one more tells "too large").
+
+    `regular_only` refuses FIFOs and devices without blocking on them: for paths that
+    come from a config rather than from the user's command line, where a named pipe
+    (`<(...)`) is a legitimate spec. `OSError` when it cannot be read.
+    """
+    flags = os.O_RDONLY | (getattr(os, "O_NONBLOCK", 0) if regular_only else 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as stream:
+        if regular_only and not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+        return stream.read(MAX_SPEC_BYTES + 1)
 
 
 def decode_spec(data: bytes, filename: str = "<spec>") -> str:
