@@ -10,7 +10,7 @@ Rows, all on the same o:
   step at a time on one sequence at a time (the seed's model takes batch 1), the
   anchor of the ratio columns;
 - seed 000 loop, batched over B: the same loop over the whole batch with bmm (as in
-  tests/test_attention.py), a stronger anchor;
+  tests/nn/test_attention.py), a stronger anchor;
 - rnnspec general strict: ``GeneralAttention(H, mask="strict")`` with the same
   weights (blocked matmuls on CPU), and the same module forced onto
   ``F.scaled_dot_product_attention`` (``use_sdpa=True``);

@@ -1,6 +1,6 @@
 """The seeds' own loops, ported faithfully: the anchors of the benchmarks.
 
-tests/test_attention.py compares rnnspec with `seed000_loop`; benchmarks/attention.py
+tests/nn/test_attention.py compares rnnspec with `seed000_loop`; benchmarks/attention.py
 and benchmarks/kernels.py time rnnspec against these.
 """
 
