@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,14 +18,16 @@ from rnnspec.version import __version__
 COMMANDS = ("build", "check", "inspect", "fmt", "schema", "train", "sample")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `only`, just that command's module is imported
+    (the others cost start-up time that `build` and `check` should not pay)."""
     parser = argparse.ArgumentParser(
         prog="rnnspec",
         description="Compile .rnn model specs into PyTorch models.",
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         command = importlib.import_module(f"rnnspec.cli.{name}")
         sub = commands.add_parser(name, help=command.HELP)
         command.add_arguments(sub)
@@ -33,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    if argv is None:  # run as the `rnnspec` program, not called from Python
+        # Spec validation needs no pydantic plugins; finding them costs ~10 ms.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+        argv = sys.argv[1:]
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    args = build_parser(chosen).parse_args(argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:
