@@ -46,16 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from rnnspec.train.loop import (
-        Distributed,
-        TrainError,
-        cpu_threads,
-        generate,
-        load_checkpoint,
-        model_from_checkpoint,
-        resolve_device,
-        start_token,
-    )
+    from rnnspec.train.checkpoint import load_checkpoint, model_from_checkpoint
+    from rnnspec.train.distributed import Distributed, cpu_threads, resolve_device
+    from rnnspec.train.errors import TrainError
+    from rnnspec.train.sample import generate, start_token
 
     try:
         device = resolve_device(args.device, Distributed())

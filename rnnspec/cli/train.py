@@ -179,7 +179,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rnnspec.train.loop import TrainConfig, TrainError, train
+    from rnnspec.train.config import TrainConfig
+    from rnnspec.train.errors import TrainError
+    from rnnspec.train.loop import train
 
     config = TrainConfig(
         spec=args.spec,

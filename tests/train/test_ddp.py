@@ -14,14 +14,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rnnspec.train.loop import (
-    LOCK,
+from rnnspec.train import (
     RunLock,
     TrainConfig,
     TrainError,
     load_checkpoint,
     train,
 )
+from rnnspec.train.rundir import LOCK
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),

@@ -18,8 +18,7 @@ import pytest
 import torch
 
 from rnnspec.cli import main
-from rnnspec.train.loop import (
-    LOCK,
+from rnnspec.train import (
     RunLock,
     TrainConfig,
     TrainError,
@@ -28,6 +27,7 @@ from rnnspec.train.loop import (
     save_checkpoint,
     train,
 )
+from rnnspec.train.rundir import LOCK
 
 SPEC = """
 model Tiny {
@@ -360,7 +360,7 @@ def test_sample_temperature_is_checked_and_tiny_ones_are_greedy(trained, capsys)
 
 def test_generate_refuses_nan_temperature_and_diverged_models(trained):
     checkpoint = load_checkpoint(trained)
-    from rnnspec.train.loop import model_from_checkpoint
+    from rnnspec.train import model_from_checkpoint
 
     model, spec, _ = model_from_checkpoint(checkpoint)
     with pytest.raises(ValueError, match="expected temperature to be a finite"):
