@@ -1,15 +1,20 @@
-"""`rnnspec inspect`: what a spec becomes — parameters per part, shapes, kernels."""
+"""`rnnspec inspect`: what a spec becomes — parameters per part, shapes, kernels.
+
+Which kernel the recurrent stack runs, and why, is read off the spec and the plan
+(`kernel_note`), not off the built modules: the same rules that chose the class.
+"""
 
 from __future__ import annotations
 
-from rnnspec.compile.runtime import instantiate
 from rnnspec.lang.ir import ModelSpec, TokensInput
 
-_KERNELS = {
-    "torch": "torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)",
-    "custom": "rnnspec custom kernel",
-    "auto": "rnnspec kernel for packed input on CPU; torch's (cuDNN) otherwise",
-}
+_TORCH_KERNEL = "torch's fused kernel (oneDNN on CPU, cuDNN on CUDA)"
+#: torch runs `proj_size` with cuDNN on CUDA, but oneDNN has no projection.
+_TORCH_PROJ_KERNEL = (
+    "torch's fused kernel (cuDNN on CUDA; on CPU its own: oneDNN has no proj)"
+)
+_AUTO_KERNEL = "rnnspec kernel for packed input on CPU; torch's (cuDNN) otherwise"
+_OUR_KERNEL = "rnnspec custom kernel"
 
 
 def _shapes(spec: ModelSpec) -> tuple[str, str, str]:
@@ -28,12 +33,46 @@ def _shapes(spec: ModelSpec) -> tuple[str, str, str]:
         out = f"(B, {spec.output_size})"
     else:
         out = f"{time}, {spec.output_size})"
-    states = f"({spec.layers * spec.directions}, B, {spec.hidden})"
-    state = f"(h, c) each {states}" if spec.cell == "lstm" else f"h {states}"
+    rows = spec.layers * spec.directions
+    states = f"({rows}, B, {spec.hidden})"
+    if spec.cell != "lstm":
+        state = f"h {states}"
+    elif spec.proj is not None:
+        state = f"h ({rows}, B, {spec.proj}), c {states}"
+    else:
+        state = f"(h, c) each {states}"
+    if spec.initial_state == "learned":
+        state += "; learned initial state"
     return x, out, state
 
 
+def kernel_note(spec: ModelSpec) -> str:
+    """Which kernel the recurrent stack runs, and why, in a few words."""
+    changes_step = [
+        name
+        for name, on in (
+            ("norm layer", spec.norm == "layer"),
+            ("peephole", spec.peephole),
+        )
+        if on
+    ]
+    if changes_step:
+        verb = "needs" if len(changes_step) == 1 else "need"
+        return f"{_OUR_KERNEL} ({' and '.join(changes_step)} {verb} it)"
+    if spec.kernel == "custom":
+        return f"{_OUR_KERNEL} (impl custom)"
+    if spec.kernel == "auto":
+        note = _AUTO_KERNEL
+    else:
+        note = _TORCH_PROJ_KERNEL if spec.proj else _TORCH_KERNEL
+    if spec.residual:
+        note += ", called a layer at a time (residual)"
+    return note
+
+
 def describe(spec: ModelSpec) -> str:
+    from rnnspec.compile.runtime import instantiate  # torch: only when inspecting
+
     model = instantiate(spec)
     x, out, state = _shapes(spec)
     lines = [f"{spec.name}: {spec.summary()}", f"  input   {x}"]
@@ -46,7 +85,7 @@ def describe(spec: ModelSpec) -> str:
             count -= child.weight.numel()  # tied to the embedding, counted there
         total += count
         kind = type(child).__name__
-        where = _KERNELS[spec.kernel] if name == "rnn" else "torch"
+        where = kernel_note(spec) if name == "rnn" else "torch"
         lines.append(f"  {name:<11}{count:>12,}  {kind}: {where}")
     lines.append(f"  {'total':<11}{total:>12,}")
     return "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ class Call:
 
 _TORCH_CELLS = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
 _CUSTOM_CELLS = {"rnn": "CustomRNN", "lstm": "CustomLSTM", "gru": "CustomGRU"}
+_LAYER_NORM_CELLS = {"lstm": "LayerNormLSTM", "gru": "LayerNormGRU"}
 _ATTENTION = {
     "dot": "DotAttention",
     "general": "GeneralAttention",
@@ -57,7 +58,11 @@ def model_call(spec: ModelSpec) -> Call:
 
 
 def rnn_call(spec: ModelSpec) -> Call:
-    """The recurrent stack: torch's module, or the custom kernel with torch's layout."""
+    """The recurrent stack: torch's module, or one of ours with torch's layout.
+
+    Keywords beyond torch's appear only when the spec asks for them, so a spec
+    without the cell options builds (and generates) exactly what it did before them.
+    """
     assert spec.cell is not None
     if isinstance(spec.input, TokensInput):
         input_size = spec.input.embed
@@ -74,12 +79,60 @@ def rnn_call(spec: ModelSpec) -> Call:
     }
     if spec.cell == "rnn":
         kwargs["nonlinearity"] = spec.nonlinearity
-    kernel = spec.kernel
-    if kernel == "torch":
-        return call(_TORCH_CELLS[spec.cell], **kwargs)
-    kwargs["impl"] = "custom" if spec.impl == "custom" else "auto"
-    callee = "PeepholeLSTM" if spec.peephole else _CUSTOM_CELLS[spec.cell]
-    return call(callee, **kwargs)
+    if spec.proj is not None:
+        kwargs["proj_size"] = spec.proj
+    callee = stack_class(spec)
+    if callee.startswith("nn."):
+        return call(callee, **kwargs)
+    kwargs["impl"] = spec.impl
+    return call(callee, **kwargs, **_option_kwargs(spec))
+
+
+def stack_class(spec: ModelSpec) -> str:
+    """Which class builds the recurrent stack (design section 9's kernel rules).
+
+    `norm layer` and `peephole` change the step: a class of ours that runs our
+    kernel. The options that act around the step (proj, forget_bias, residual, a
+    learned initial state) need our stack class, which still calls torch's fused
+    kernel where `impl` allows. Otherwise torch's own module, unless the spec runs
+    our kernel (impl custom, or packed input with impl auto).
+    """
+    assert spec.cell is not None
+    if spec.norm == "layer":
+        return _LAYER_NORM_CELLS[spec.cell]
+    if spec.peephole:
+        return "PeepholeLSTM"
+    if spec.kernel == "torch" and not around_step_options(spec):
+        return _TORCH_CELLS[spec.cell]
+    return _CUSTOM_CELLS[spec.cell]
+
+
+def around_step_options(spec: ModelSpec) -> list[str]:
+    """The options set that act around the recurrent step, as statements."""
+    found = []
+    if spec.proj is not None:
+        found.append("proj")
+    if spec.forget_bias is not None:
+        found.append("forget_bias")
+    if spec.residual:
+        found.append("residual")
+    if spec.initial_state == "learned":
+        found.append("initial_state learned")
+    return found
+
+
+def _option_kwargs(spec: ModelSpec) -> dict[str, object]:
+    """The keyword-only options of our stack classes that differ from their default."""
+    kwargs: dict[str, object] = {}
+    if spec.norm == "layer" and spec.peephole:
+        kwargs["peephole"] = True
+    if spec.forget_bias is not None:
+        kwargs["forget_bias"] = spec.forget_bias
+    if spec.residual:
+        kwargs["residual"] = True
+    if spec.initial_state != "zeros":
+        kwargs["initial_state"] = spec.initial_state
+    return kwargs
 
 
 def _recurrent_call(spec: ModelSpec) -> Call:

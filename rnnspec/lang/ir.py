@@ -41,6 +41,7 @@ MAX_PARAMETERS = 2**31
 Size = Annotated[int, Field(ge=1, le=MAX_SIZE)]
 Layers = Annotated[int, Field(ge=1, le=MAX_LAYERS)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def _exact_int(value: Any) -> Any:
@@ -69,6 +70,9 @@ def reserved_names() -> frozenset[str]:
     return GENERATED_NAMES | prebuilt.nn_names()
 
 
+#: The cell options torch does not ship (design section 9), all off by default.
+CELL_OPTIONS = ("forget_bias", "norm", "proj", "residual", "initial_state")
+
 #: Statements of the recurrent encoder, which `encoder spinn` does not take.
 RECURRENT_ONLY = (
     "cell",
@@ -82,6 +86,7 @@ RECURRENT_ONLY = (
     "batch_first",
     "impl",
     "attention",
+    *CELL_OPTIONS,
 )
 
 
@@ -171,6 +176,11 @@ class ModelSpec(_Node):
     layers: Layers = 1
     directions: Directions = 1
     peephole: bool = False
+    forget_bias: Finite | None = None
+    norm: Literal["none", "layer"] = "none"
+    proj: Size | None = None
+    residual: bool = False
+    initial_state: Literal["zeros", "learned"] = "zeros"
     bias: bool = True
     dropout: Probability = 0.0
     packing: bool = False
@@ -211,9 +221,14 @@ class ModelSpec(_Node):
     # -- derived sizes: the one place that knows how parts connect ------------------
 
     @property
+    def output_hidden(self) -> int:
+        """Width of h, and of the outputs, per direction: P with `proj`, else H."""
+        return self.proj or self.hidden
+
+    @property
     def directions_hidden(self) -> int:
-        """Width of the recurrent outputs: directions × hidden."""
-        return self.directions * self.hidden
+        """Width of the recurrent outputs: directions × (proj or hidden)."""
+        return self.directions * self.output_hidden
 
     @property
     def attended_size(self) -> int:
@@ -242,9 +257,11 @@ class ModelSpec(_Node):
         """Which recurrent kernel the spec runs: 'torch', 'custom' or 'auto'.
 
         'auto' (packing with impl auto) picks per call: the custom kernel for packed
-        input on CPU, torch's packed cuDNN kernel on CUDA.
+        input on CPU, torch's packed cuDNN kernel on CUDA. `peephole` and `norm layer`
+        change the step itself, so only the custom kernel runs them; the other cell
+        options act around the step and run on torch's kernel too.
         """
-        if self.impl == "custom" or self.peephole:
+        if self.impl == "custom" or self.peephole or self.norm == "layer":
             return "custom"
         if self.impl == "auto" and self.packing:
             return "auto"
@@ -262,14 +279,20 @@ class ModelSpec(_Node):
             ]
             if self.peephole:
                 cell = "peephole " + cell
+            if self.norm == "layer":
+                cell = "layer-norm " + cell
             parts = []
             if self.directions == 2:
                 parts.append("bidirectional")
             if self.layers > 1:
                 parts.append(f"{self.layers}-layer")
+            if self.residual:
+                parts.append("residual")
             body = " ".join([*parts, cell])
-            if self.attention is not None:
-                body += f" with {self.attention.kind} attention"
+            extras = self._summary_extras()
+            if extras:
+                body += " with " + ", ".join(extras[:-1])
+                body += " and " * (len(extras) > 1) + extras[-1]
         if isinstance(self.input, TokensInput):
             body += f" over {self.input.vocab} tokens"
         else:
@@ -277,6 +300,21 @@ class ModelSpec(_Node):
         if self.head is not None:
             body += f", {self.head.kind} head"
         return body[0].upper() + body[1:] + "."
+
+    def _summary_extras(self) -> list[str]:
+        """What the recurrent stack comes with, for `summary`."""
+        from rnnspec.lang.printer import format_value
+
+        extras = []
+        if self.proj is not None:
+            extras.append(f"{self.proj}-unit projections")
+        if self.forget_bias is not None:
+            extras.append(f"forget-gate bias {format_value(self.forget_bias)}")
+        if self.initial_state == "learned":
+            extras.append("a learned initial state")
+        if self.attention is not None:
+            extras.append(f"{self.attention.kind} attention")
+        return extras
 
     def to_source(self) -> str:
         """The canonical `.rnn` text of this model."""
@@ -353,19 +391,32 @@ def parameter_counts(spec: ModelSpec) -> dict[str, int]:
 
 
 def _stack_parameters(spec: ModelSpec) -> int:
-    """torch's layout: per layer and direction W_ih, W_hh, two biases, peepholes."""
+    """torch's layout, per layer and direction: W_ih, W_hh (gates·H × P with `proj`),
+    two biases, then peepholes, W_hr (P × H), the layer norm's parameters; and the
+    learned initial state h0 (L·D × P or H) and, for lstm, c0 (L·D × H)."""
     gates = {"rnn": 1, "lstm": 4, "gru": 3}[spec.cell or "lstm"]
-    hidden, width = spec.hidden, gates * spec.hidden
+    hidden, width, out = spec.hidden, gates * spec.hidden, spec.output_hidden
     if isinstance(spec.input, TokensInput):
         first = spec.input.embed
     else:
         first = spec.input.size
     total = 0
     for inputs in [first] + [spec.directions_hidden] * (spec.layers - 1):
-        one = width * (inputs + hidden) + (2 * width if spec.bias else 0)
+        one = width * (inputs + out) + (2 * width if spec.bias else 0)
         one += 3 * hidden if spec.peephole else 0
+        one += out * hidden if spec.proj is not None else 0
+        one += _layer_norm_parameters(spec, width) if spec.norm == "layer" else 0
         total += spec.directions * one
+    if spec.initial_state == "learned":
+        rows = spec.layers * spec.directions
+        total += rows * out + (rows * hidden if spec.cell == "lstm" else 0)
     return total
+
+
+def _layer_norm_parameters(spec: ModelSpec, width: int) -> int:
+    """Gains of LN(W_ih x) and LN(W_hh h) (their biases are b_ih, b_hh); for lstm,
+    the gain and bias of LN(c)."""
+    return 2 * width + (2 * spec.hidden if spec.cell == "lstm" else 0)
 
 
 def _spinn_encoder_parameters(spec: ModelSpec) -> int:
@@ -430,7 +481,7 @@ def cross_field_problems(
     if data.get("encoder", "recurrent") == "spinn":
         return _spinn_problems(data, inp, head)
     problems = _recurrent_problems(data, inp, head, invalid)
-    tie = _tie_problem(data, inp, head)
+    tie = _tie_problem(data, inp, head, invalid)
     if tie:
         problems.append(tie)
     vocab, padding = inp.get("vocab"), inp.get("padding")
@@ -489,10 +540,8 @@ def _recurrent_problems(
         problems.append(
             (("peephole",), f"'peephole true' needs cell lstm, got cell {cell}")
         )
-    if data.get("impl") == "torch" and data.get("peephole") is True:
-        problems.append(
-            (("impl",), "impl torch has no peephole LSTM; use impl auto or custom")
-        )
+    for rule in _CELL_OPTION_RULES:
+        problems.extend(rule(data, invalid))
     if head.get("kind") == "logits" and inp.get("kind") == "features":
         problems.append((("head", "kind"), "'head logits' needs 'input tokens'"))
     if head.get("kind") == "classes":
@@ -502,19 +551,97 @@ def _recurrent_problems(
     return problems
 
 
+# -- the cell options: one small rule each ---------------------------------------------
+# A rule sees the (possibly partial) dict form and the fields that failed on their own,
+# and returns its problems, located at the statement that asks for too much.
+
+
+def _impl_torch_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
+    """torch's kernel has neither peepholes nor layer norm (they change the step)."""
+    if data.get("impl") != "torch":
+        return []
+    peephole = data.get("peephole") is True
+    norm = data.get("norm") == "layer" and data.get("cell") != "rnn"
+    if not (peephole or norm):
+        return []
+    cell = "GRU" if data.get("cell") == "gru" and not peephole else "LSTM"
+    kind = " ".join(["layer-norm"] * norm + ["peephole"] * peephole)
+    return [(("impl",), f"impl torch has no {kind} {cell}; use impl auto or custom")]
+
+
+def _forget_bias_rule(
+    data: Mapping[str, Any], invalid: frozenset[str]
+) -> list[Problem]:
+    """`forget_bias` sets the LSTM's forget-gate biases: an lstm that has biases."""
+    if data.get("forget_bias") is None:
+        return []
+    cell = data.get("cell")
+    if cell in ("rnn", "gru"):
+        return [(("forget_bias",), f"'forget_bias' needs cell lstm, got cell {cell}")]
+    if data.get("bias") is False:
+        return [(("forget_bias",), "'forget_bias' needs bias true, got bias false")]
+    return []
+
+
+def _norm_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
+    """Layer norm is defined for the gated cells (design section 9)."""
+    if data.get("norm") == "layer" and data.get("cell") == "rnn":
+        return [(("norm",), "'norm layer' needs cell lstm or gru, got cell rnn")]
+    return []
+
+
+def _proj_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
+    """`proj P` is torch's LSTM `proj_size`: lstm only, and 1 ≤ P < hidden."""
+    proj, cell, hidden = data.get("proj"), data.get("cell"), data.get("hidden")
+    if not isinstance(proj, int):
+        return []
+    if cell in ("rnn", "gru"):
+        return [(("proj",), f"'proj' needs cell lstm, got cell {cell}")]
+    if isinstance(hidden, int) and proj >= hidden:
+        return [(("proj",), f"proj must be < hidden ({hidden}), got {proj}")]
+    return []
+
+
+def _residual_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
+    """A residual stack adds layer k's input to its output, for k ≥ 1."""
+    layers = data.get("layers", 1)
+    if data.get("residual") is not True or "layers" in invalid:
+        return []
+    if isinstance(layers, int) and layers < 2:
+        return [
+            (("residual",), f"'residual true' needs layers ≥ 2, got layers {layers}")
+        ]
+    return []
+
+
+_CELL_OPTION_RULES = (
+    _impl_torch_rule,
+    _forget_bias_rule,
+    _norm_rule,
+    _proj_rule,
+    _residual_rule,
+)
+
+
 def _tie_problem(
-    data: Mapping[str, Any], inp: Mapping[str, Any], head: Mapping[str, Any]
+    data: Mapping[str, Any],
+    inp: Mapping[str, Any],
+    head: Mapping[str, Any],
+    invalid: frozenset[str],
 ) -> Problem | None:
     """`head logits tie=true` shares the embedding: their sizes must agree."""
     if not (
-        head.get("kind") == "logits"
+        "proj" not in invalid
+        and head.get("kind") == "logits"
         and head.get("tie") is True
         and isinstance(inp.get("embed"), int)
         and isinstance(data.get("hidden"), int)
     ):
         return None
     directions = data.get("directions", 1)
-    width = (directions if isinstance(directions, int) else 1) * data["hidden"]
+    proj = data.get("proj") if data.get("cell") not in ("rnn", "gru") else None
+    per_direction = proj if isinstance(proj, int) else data["hidden"]
+    width = (directions if isinstance(directions, int) else 1) * per_direction
     attention = data.get("attention")
     if isinstance(attention, Mapping) and attention.get("combine") == "concat":
         width *= 2

@@ -22,6 +22,7 @@ from rnnspec.lang.diagnostics import (
     printable,
 )
 from rnnspec.lang.ir import (
+    CELL_OPTIONS,
     RECURRENT_ONLY,
     ModelSpec,
     cross_field_problems,
@@ -35,6 +36,7 @@ SCALAR_STATEMENTS = (
     "layers",
     "directions",
     "peephole",
+    *CELL_OPTIONS,
     "bias",
     "dropout",
     "packing",
@@ -241,6 +243,7 @@ _MESSAGES = {
     "int_from_float": "{name} must be an integer, got {shown}",
     "float_type": "{name} must be a number, got {shown}",
     "float_parsing": "{name} must be a number, got {shown}",
+    "finite_number": "{name} must be a finite number, got {shown}",
     "bool_type": "{name} must be true or false, got {shown}",
     "bool_parsing": "{name} must be true or false, got {shown}",
     "string_type": "{name} must be a word, got {shown}",

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rnnspec.cli import main
-from tests.conftest import EXAMPLES
+from tests.conftest import BUILDABLE
 
 GOOD = "# ok\nmodel Good {\n    input features 3\n    cell gru\n    hidden 4\n}\n"
 TYPO = "model Bad {\n    input features 3\n    cell lstn\n    hidden 0\n}\n"
@@ -83,7 +83,7 @@ def test_inspect_reports_parts_shapes_kernels(specs, capsys):
 
 
 def test_build_and_check_never_import_torch(tmp_path):
-    specs = [str(p) for p in EXAMPLES]
+    specs = [str(p) for p in BUILDABLE]
     script = (
         "import sys\n"
         "from rnnspec.cli import main\n"

@@ -14,7 +14,7 @@ import torch
 import rnnspec
 from rnnspec.compile.nnsource import NN_DIR, index
 from rnnspec.lang.ir import reserved_names
-from tests.conftest import EXAMPLES, GENERATED, ROOT
+from tests.conftest import BUILDABLE, EXAMPLES, GENERATED, ROOT, example_params
 
 REFRESH = "rnnspec build examples/*.rnn"
 ALLOWED_IMPORTS = {"math", "typing", "torch", "torch.nn.functional", "torch.nn"}
@@ -25,7 +25,7 @@ def build(path):
     return rnnspec.generate(rnnspec.parse(text), spec_file=path.name, source=text)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", example_params())
 def test_generated_files_are_fresh(path):
     golden = GENERATED / f"{path.stem}.py"
     fresh = build(path)
@@ -42,12 +42,12 @@ def test_generated_files_are_fresh(path):
         pytest.fail(f"generated/ is stale; refresh with `{REFRESH}`\n{diff}")
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", example_params())
 def test_generation_is_deterministic(path):
     assert build(path) == build(path)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", example_params())
 def test_generated_imports_only_torch_and_stdlib(path):
     tree = ast.parse(build(path))
     for node in ast.walk(tree):
@@ -68,7 +68,7 @@ def test_generated_imports_only_torch_and_stdlib(path):
     assert header[2] == f"# spec sha256: {digest}"
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", example_params())
 def test_generated_equals_runtime(path, load_generated):
     """One source of truth: same seed → same state dict; same inputs → same outputs."""
     specs = rnnspec.parse_file(path)
@@ -118,7 +118,7 @@ def example_inputs(spec):
 )
 def test_generated_files_are_formatted_and_lint_clean(tmp_path):
     ruff = shutil.which("ruff") or str(ROOT / ".venv/bin/ruff")
-    for path in EXAMPLES:
+    for path in BUILDABLE:
         (tmp_path / f"{path.stem}.py").write_text(build(path))
     config = ["--config", str(ROOT / "pyproject.toml")]
     check = subprocess.run(

@@ -77,7 +77,10 @@ def model_specs(draw, name=NAMES) -> ModelSpec:
         data["nonlinearity"] = draw(st.sampled_from(["tanh", "relu"]))
     if cell == "lstm" and draw(st.booleans()):
         data["peephole"] = draw(st.booleans())
-    impls = ["auto", "custom"] if data.get("peephole") else ["auto", "torch", "custom"]
+    if cell != "rnn" and (norm := maybe(st.sampled_from(["none", "layer"]))):
+        data["norm"] = norm
+    custom_only = data.get("peephole") or data.get("norm") == "layer"
+    impls = ["auto", "custom"] if custom_only else ["auto", "torch", "custom"]
     for key, value in (
         ("layers", st.integers(1, 8)),
         ("directions", st.sampled_from([1, 2])),
@@ -89,6 +92,7 @@ def model_specs(draw, name=NAMES) -> ModelSpec:
     ):
         if (drawn := maybe(value)) is not None:
             data[key] = drawn
+    _draw_cell_options(draw, maybe, data)
     if draw(st.booleans()):
         attention = {"kind": draw(st.sampled_from(["dot", "general", "additive"]))}
         for key, value in (
@@ -118,6 +122,21 @@ def model_specs(draw, name=NAMES) -> ModelSpec:
             head["dropout"] = dropout
         data["head"] = head
     return _validated(data)
+
+
+def _draw_cell_options(draw, maybe, data: dict) -> None:
+    """forget_bias, proj, residual, initial_state, where the rules allow them."""
+    if data["cell"] == "lstm" and data.get("bias", True):
+        forget_bias = maybe(st.sampled_from([1.0, -0.0, 2]) | st.floats(-1e6, 1e6))
+        if forget_bias is not None:
+            data["forget_bias"] = forget_bias
+    if data["cell"] == "lstm" and data["hidden"] > 1:
+        if (proj := maybe(st.integers(1, data["hidden"] - 1))) is not None:
+            data["proj"] = proj
+    if data.get("layers", 1) > 1 and (residual := maybe(st.booleans())) is not None:
+        data["residual"] = residual
+    if (initial := maybe(st.sampled_from(["zeros", "learned"]))) is not None:
+        data["initial_state"] = initial
 
 
 def _validated(data: dict) -> ModelSpec:

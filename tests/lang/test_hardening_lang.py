@@ -21,7 +21,7 @@ from rnnspec.lang.ir import (
     parameter_counts,
     reserved_names,
 )
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import BUILDABLE, EXAMPLES, ROOT
 
 FEATURES = {"kind": "features", "size": 3}
 
@@ -204,7 +204,7 @@ COUNTED = [
 @pytest.mark.parametrize(
     "spec",
     [ModelSpec.model_validate(d) for d in COUNTED]
-    + [s for path in EXAMPLES for s in rnnspec.parse_file(path)],
+    + [s for path in BUILDABLE for s in rnnspec.parse_file(path)],
     ids=lambda s: s.summary(),
 )
 def test_parameter_count_is_what_torch_allocates(spec):
@@ -485,6 +485,6 @@ def test_build_and_check_neither_parse_rnnspec_nn_nor_build_the_grammar(tmp_path
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run(
-        [sys.executable, "-c", code, *map(str, EXAMPLES)], check=True, cwd=ROOT
+        [sys.executable, "-c", code, *map(str, BUILDABLE)], check=True, cwd=ROOT
     )
-    assert sorted(p.stem for p in tmp_path.glob("*.py")) == [p.stem for p in EXAMPLES]
+    assert sorted(p.stem for p in tmp_path.glob("*.py")) == [p.stem for p in BUILDABLE]
