@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/kernels.py                # B=32, T=100, 256 -> 256
     .venv/bin/python benchmarks/kernels.py --repeats 21
     .venv/bin/python benchmarks/kernels.py --quick        # a smoke run
+    .venv/bin/python benchmarks/kernels.py --only proj --threads 1 --repeats 5
 
 For each configuration, "fwd" is an inference forward (under no_grad) and
 "fwd+bwd" a training step: forward, backward of a fixed random projection of the
@@ -11,6 +12,9 @@ contender once, in rotating order, so a busy neighbour on the machine slows all 
 them alike; the table gives the median time of each and the median of the
 per-repeat ratios ours / torch. Weights are shared (ours are loaded into torch's
 module); PeepholeLSTM is timed against nn.LSTM, the cost of its extra terms.
+The `proj` rows time nn.LSTM(proj_size=P) against CustomLSTM(proj_size=P) on
+torch's kernel (impl auto) and ours, and PeepholeLSTM(proj_size=P), all in one
+interleaved group.
 """
 
 import argparse
@@ -36,6 +40,27 @@ CELLS = [
     ("GRU", CustomGRU, nn.GRU, None),
     ("RNN tanh", CustomRNN, nn.RNN, None),
 ]
+
+#: the projection rows: P = 128 (at most half the hidden size, for --quick)
+PROJ_SIZE = 128
+# (label, ours, impl, targets (fwd, fwd+bwd) or None), each against nn.LSTM(proj)
+PROJ_CELLS = [
+    ("LSTM proj, impl auto (torch's kernel)", CustomLSTM, "auto", (1.05, 1.05)),
+    ("LSTM proj, impl custom", CustomLSTM, "custom", None),
+    ("peephole LSTM proj", PeepholeLSTM, "custom", (None, 1.5)),
+]
+
+
+def proj_contenders(size, proj, layers, bidirectional):
+    """nn.LSTM(proj_size) and every PROJ_CELLS module, with the same weights."""
+    kw = dict(batch_first=True, bidirectional=bidirectional, proj_size=proj)
+    theirs = nn.LSTM(size, size, layers, **kw)
+    models = {"torch": theirs}
+    for label, cls, impl, _ in PROJ_CELLS:
+        ours = cls(size, size, layers, impl=impl, **kw)
+        ours.load_state_dict(theirs.state_dict(), strict=False)  # peepholes drawn
+        models[label] = ours
+    return models
 
 
 def contenders(ours_cls, torch_cls, size, layers, bidirectional):
@@ -85,6 +110,9 @@ def time_pair(models, x, grad, repeats):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_kernel_arguments(parser, repeats=11, batch=32, steps=100)
+    parser.add_argument(
+        "--only", help="only the rows whose label contains this (e.g. proj)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +133,8 @@ def main(argv=None):
     for layers, bidirectional in ((1, False), (2, True)):
         shape = f"{layers} × {2 if bidirectional else 1}"
         for label, ours_cls, torch_cls, targets in CELLS:
+            if args.only and args.only not in label:
+                continue
             torch.manual_seed(0)
             models = contenders(ours_cls, torch_cls, args.size, layers, bidirectional)
             x = torch.randn(args.batch, args.steps, args.size, requires_grad=True)
@@ -134,7 +164,38 @@ def main(argv=None):
                         f"{1e3 * statistics.median(ours):.1f} | {ratio:.2f}× | "
                         f"{target} |"
                     )
+        if not args.only or any(args.only in c[0] for c in PROJ_CELLS):
+            proj_rows(args, layers, bidirectional, shape)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+
+
+def proj_rows(args, layers, bidirectional, shape):
+    """The PROJ_CELLS rows of one stack shape: one interleaved group."""
+    proj = min(PROJ_SIZE, args.size // 2)
+    torch.manual_seed(0)
+    models = proj_contenders(args.size, proj, layers, bidirectional)
+    x = torch.randn(args.batch, args.steps, args.size, requires_grad=True)
+    grad = torch.randn(args.batch, args.steps, proj * (2 if bidirectional else 1))
+    with torch.no_grad():  # the same outputs (peepholes add terms)
+        expected = models["torch"](x)[0]
+        for name, model in models.items():
+            if not isinstance(model, PeepholeLSTM):
+                torch.testing.assert_close(
+                    model(x)[0], expected, atol=1e-5, rtol=1e-4, msg=name
+                )
+    times = time_pair(models, x, grad, args.repeats)
+    for label, _, _, targets in PROJ_CELLS:
+        if args.only and args.only not in label:
+            continue
+        for k, p in enumerate(("fwd", "fwd+bwd")):
+            ours, theirs = times[(label, p)], times[("torch", p)]
+            ratio = statistics.median(a / b for a, b in zip(ours, theirs))
+            target = f"≤ {targets[k]}×" if targets and targets[k] else "—"
+            print(
+                f"| {label} P={proj} | {shape} | {p} | "
+                f"{1e3 * statistics.median(theirs):.1f} | "
+                f"{1e3 * statistics.median(ours):.1f} | {ratio:.2f}× | {target} |"
+            )
 
 
 if __name__ == "__main__":

@@ -474,19 +474,26 @@ class LSTMKernelFunction(torch.autograd.Function):
     completes in place; it saves the activated gates and c_t. Backward first forms,
     for all steps at once, every factor that does not depend on the recurrence
     (`lstm_backward_factors`):
-        dz_{i,f,g} = dc_t P_{i,f,g},   dz_o = dh_t P_o,   dc_t += dh_t K
+        dz_{i,f,g} = dc_t P_{i,f,g},   dz_o = dm_t P_o,   dc_t += dm_t K
     so a step costs one matmul and five small elementwise ops; each weight gradient
     is then one matmul over all steps.
+
+    With a projection `w_hr` (P, H), torch's proj_size: m_t = o ⊙ tanh(c_t) and
+    h_t = W_hr m_t, so h is P wide; a step adds the matmul to h_t (forward) and
+    dm_t = dh_t W_hr (backward), and dW_hr = Σ_t dh_tᵀ m_t is one matmul after the
+    loop. Without it, m_t is h_t.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse):
-        H = h0.shape[1]
+    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse, w_hr=None):
+        H = c0.shape[1]
         gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
         cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
-        hs = torch.empty_like(cs)  # (N, H) h_t: the output
-        gs, css, outs = (t.split(batch_sizes) for t in (gates, cs, hs))
+        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c_t): h_t unless projected
+        hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
+        gs, css, mss, outs = (t.split(batch_sizes) for t in (gates, cs, ms, hs))
         w_t = w_hh.t()
+        r_t = None if w_hr is None else w_hr.t()
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
@@ -499,48 +506,63 @@ class LSTMKernelFunction(torch.autograd.Function):
             kernel_tanh(g, out=g)
             o.sigmoid_()
             c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
-            h = kernel_tanh(c, out=outs[t]).mul_(o)
-        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, c0, gates, cs, hs)
+            h = kernel_tanh(c, out=mss[t]).mul_(o)
+            if r_t is not None:
+                h = torch.mm(h, r_t, out=outs[t])
+        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
-        x, w_ih, bias, w_hh, h0, c0, gates, cs, hs = ctx.saved_tensors
+        x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
-            def plain(x, w_ih, bias, w_hh, h0, c0):
+            def plain(x, w_ih, bias, w_hh, h0, c0, w_hr):
                 xw = kernel_project(x, w_ih, bias)
-                return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse)
+                return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse, w_hr)
 
-            inputs = [x, w_ih, bias, w_hh, h0, c0]
-            grads = kernel_recompute_grads(
-                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn, d_cn]
-            )
-            return (*grads, None, None)
-        H = h0.shape[1]
+            inputs = [x, w_ih, bias, w_hh, h0, c0, w_hr]
+            needs = lstm_tensor_needs(ctx.needs_input_grad, 6)
+            grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
+            return (*grads[:6], None, None, grads[6])
+        H = c0.shape[1]
         c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
         dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
         d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh_t
+        dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
         fs = gates[:, H : 2 * H].split(batch_sizes)
         h_grads: List[Tensor] = []
         c_grads: List[Tensor] = []
         dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
         for t in kernel_order(len(dzs), not reverse):
             size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_outs[t]
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, Ks[t])
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
+            if w_hr is None:
+                dm = dh = dh + d_outs[t]
+            else:
+                dh = torch.add(dh, d_outs[t], out=dhs[t])
+                dm = dh @ w_hr  # (size, H)
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dm, Ks[t])
             dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-            dzt[:, 3 * H :].mul_(dh)  # o
-            dh = dzt @ w_hh  # (size, H)
+            dzt[:, 3 * H :].mul_(dm)  # o
+            dh = dzt @ w_hh  # (size, H or P)
             dc = dc * fs[t]
         kernel_state_rows_grad(dh, d_hn, 0, h_grads)
         kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H|P)
         dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None
+        d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
+        return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None, d_whr
+
+
+def lstm_tensor_needs(needs: Tuple[bool, ...], n: int) -> Tuple[bool, ...]:
+    """`ctx.needs_input_grad` of the tensor inputs of a Function taking n tensors,
+    (batch_sizes, reverse), then an optional w_hr: the n, then w_hr's."""
+    return needs[:n] + (len(needs) > n + 2 and needs[n + 2],)
 
 
 def lstm_backward_factors(
@@ -570,9 +592,10 @@ def lstm_kernel_plain(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    w_hr: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """LSTMKernelFunction's forward step for step, left to autograd."""
-    H = h0.shape[1]
+    H = c0.shape[1]
     w_t = w_hh.t()
     xs = xw.split(batch_sizes)
     hs: List[Tensor] = []
@@ -589,6 +612,8 @@ def lstm_kernel_plain(
         o = a[:, 3 * H :].sigmoid()
         c = torch.addcmul(f * c_prev, i, g)
         h = kernel_tanh(c) * o
+        if w_hr is not None:
+            h = torch.mm(h, w_hr.t())  # (size, P)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -604,15 +629,33 @@ def lstm_kernel_layer(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    w_hr: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(N, H) outputs and (B, H) final h, c of one LSTM layer-direction."""
+    """(N, H or P) outputs and (B, H or P) final h, (B, H) final c of one LSTM
+    layer-direction; P with the projection w_hr."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
-        return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse)
+        return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse, w_hr)
     out, h_n, c_n = LSTMKernelFunction.apply(
-        x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse
+        x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse, w_hr
     )
     return out, h_n, c_n
+
+
+def lstm_check_forget_bias(forget_bias: Optional[float], bias: bool) -> None:
+    """A finite number, and a bias to put it in."""
+    if forget_bias is None:
+        return
+    number = isinstance(forget_bias, (int, float)) and not isinstance(forget_bias, bool)
+    if not number or not math.isfinite(forget_bias):
+        raise ValueError(
+            f"Expected forget_bias to be a finite number, got {forget_bias!r}"
+        )
+    if not bias:
+        raise ValueError(
+            "Expected bias=True with forget_bias (it sets the forget-gate biases), "
+            "got bias=False"
+        )
 
 
 class CustomLSTM(KernelStackBase, nn.LSTM):
@@ -621,9 +664,16 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
     i = σ(W_ii x + b_ii + W_hi h + b_hi)    f = σ(W_if x + b_if + W_hf h + b_hf)
     g = tanh(W_ig x + b_ig + W_hg h + b_hg) o = σ(W_io x + b_io + W_ho h + b_ho)
     c' = f ⊙ c + i ⊙ g                      h' = o ⊙ tanh(c')
+
+    With proj_size=P, torch's projection on either kernel: h' = W_hr (o ⊙ tanh(c')),
+    `weight_hr_l{k}` (P, H). forget_bias=F (keyword): after torch's init, the forget
+    slice [H:2H] of every bias_ih is F and of every bias_hh is 0 (no random draws:
+    the other weights are nn.LSTM's under the same seed); reset_parameters keeps it.
     """
 
     impl: str
+    forget_bias: Optional[float]
+    _lstm_state_shim: bool  # TEMPORARY (o-lstm)
 
     def __init__(
         self,
@@ -639,12 +689,11 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         dtype=None,
         *,
         impl: str = "custom",
+        forget_bias: Optional[float] = None,
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
-        if proj_size != 0:
-            raise ValueError(
-                "Expected proj_size=0 (the custom kernels have no projection; "
-                f"use nn.LSTM), got {proj_size}"
-            )
+        lstm_check_forget_bias(forget_bias, bias)
         super().__init__(
             input_size,
             hidden_size,
@@ -653,13 +702,86 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
             batch_first=batch_first,
             dropout=dropout,
             bidirectional=bidirectional,
+            proj_size=proj_size,
             device=device,
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, self._kernel_impls())
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
+        self._lstm_set_forget_bias()
+        # residual, initial_state: the stack's shared helper (o-stack, issue 13)
+        self._lstm_stack_options(residual, initial_state)
+        # TEMPORARY (o-lstm): zero states with proj until the stack sizes them
+        self._lstm_state_shim = not hasattr(self, "_kernel_state_sizes")
+
+    # TEMPORARY (o-lstm, issue 13) until o-stack's KernelStackBase._kernel_options
+    # lands: delete this method and call self._kernel_options(...) above instead.
+    def _lstm_stack_options(self, residual: bool, initial_state: str) -> None:
+        options = getattr(self, "_kernel_options", None)
+        if options is not None:
+            options(residual, initial_state)
+        elif residual or initial_state != "zeros":
+            raise ValueError(
+                "Expected residual=False and initial_state='zeros' (the stack "
+                f"has no options yet), got {residual!r} and {initial_state!r}"
+            )
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # torch's init (called by torch's __init__ too)
+        self._lstm_set_forget_bias()
+
+    def _lstm_set_forget_bias(self) -> None:
+        forget_bias = getattr(self, "forget_bias", None)
+        if forget_bias is None:
+            return
+        H = self.hidden_size
+        suffixes = ["", "_reverse"] if self.bidirectional else [""]
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                for s in suffixes:
+                    getattr(self, f"bias_ih_l{k}{s}")[H : 2 * H].fill_(forget_bias)
+                    getattr(self, f"bias_hh_l{k}{s}")[H : 2 * H].zero_()
 
     def _kernel_impls(self) -> Tuple[str, ...]:
         return ("custom", "auto", "torch")
+
+    def _kernel_proj_weight(self, k: int) -> Optional[Tensor]:
+        """weight_hr of layer-direction k (last of its torch flat weights), or None."""
+        if self.proj_size == 0:
+            return None
+        n = 5 if self.bias else 3
+        return self._flat_weights[k * n + n - 1]
+
+    # TEMPORARY (o-lstm, issue 13) until o-stack's proj-aware stack lands: the stride
+    # of torch's flat weights with proj, h P wide and c H wide. Delete at merge.
+    def _kernel_weights(
+        self, k: int
+    ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        n = (4 if self.bias else 2) + (1 if self.proj_size > 0 else 0)
+        w = self._flat_weights[k * n : k * n + n]
+        if self.bias:
+            return w[0], w[1], w[2], w[3]
+        return w[0], w[1], None, None
+
+    def _kernel_check_states(
+        self, input: Tensor, hx: List[Tensor], batch_sizes: Optional[Tensor]
+    ) -> None:
+        expected = self.get_expected_hidden_size(input, batch_sizes)
+        self.check_hidden_size(hx[0], expected, "Expected hidden[0] size {}, got {}")
+        expected = self.get_expected_cell_size(input, batch_sizes)
+        self.check_hidden_size(hx[1], expected, "Expected hidden[1] size {}, got {}")
+
+    def _lstm_proj_zero_states(
+        self, like: Tensor, batch: int, batched: bool
+    ) -> Optional[List[Tensor]]:
+        if self.proj_size == 0 or not self._lstm_state_shim:
+            return None
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        shape = [rows, batch] if batched else [rows]
+        h = like.new_zeros(shape + [self.proj_size])
+        return [h, like.new_zeros(shape + [self.hidden_size])]
+
+    # END TEMPORARY
 
     def _kernel_layer(
         self,
@@ -671,8 +793,9 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        w_hr = self._kernel_proj_weight(k)
         out, h_n, c_n = lstm_kernel_layer(
-            x, w_ih, bias, w_hh, state[0], state[1], batch_sizes, reverse
+            x, w_ih, bias, w_hh, state[0], state[1], batch_sizes, reverse, w_hr
         )
         return out, [h_n, c_n]
 
@@ -685,29 +808,44 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         states = None if hx is None else [hx[0], hx[1]]
         if not torch.jit.is_scripting():
             if isinstance(input, nn.utils.rnn.PackedSequence):
+                if states is None:  # TEMPORARY (o-lstm)
+                    batch = int(input.batch_sizes[0])
+                    states = self._lstm_proj_zero_states(input.data, batch, True)
                 out, s = self._kernel_packed(input, states, lengths, 2)
                 return out, (s[0], s[1])
+        if states is None and input.dim() in (2, 3):  # TEMPORARY (o-lstm)
+            batch = input.shape[0 if self.batch_first else 1]
+            states = self._lstm_proj_zero_states(input, batch, input.dim() == 3)
         output, s = self._kernel_padded(input, states, lengths, 2)
         return output, (s[0], s[1])
+
+    def extra_repr(self) -> str:
+        if self.forget_bias is None:
+            return super().extra_repr()
+        return super().extra_repr() + f", forget_bias={self.forget_bias!r}"
 
 
 class PeepholeKernelFunction(torch.autograd.Function):
     """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
 
-    As LSTMKernelFunction, plus the peephole paths in backward: dc_t += dz_o p_o and
-    dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over all
-    steps after the loop.
+    As LSTMKernelFunction (with its optional projection w_hr), plus the peephole
+    paths in backward: dc_t += dz_o p_o and dc_{t-1} += dz_i p_i + dz_f p_f; the
+    peephole gradients are reductions over all steps after the loop.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse):
-        H = h0.shape[1]
+    def forward(
+        ctx, x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr=None
+    ):
+        H = c0.shape[1]
         p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
         gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
         cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
-        hs = torch.empty_like(cs)  # (N, H) h_t: the output
-        gs, css, outs = (t.split(batch_sizes) for t in (gates, cs, hs))
+        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c_t): h_t unless projected
+        hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
+        gs, css, mss, outs = (t.split(batch_sizes) for t in (gates, cs, ms, hs))
         w_t = w_hh.t()
+        r_t = None if w_hr is None else w_hr.t()
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
@@ -722,50 +860,59 @@ class PeepholeKernelFunction(torch.autograd.Function):
             kernel_tanh(g, out=g)
             c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
             o.addcmul_(c, p_o).sigmoid_()  # o sees c_t
-            h = kernel_tanh(c, out=outs[t]).mul_(o)
-        ctx.save_for_backward(x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs)
+            h = kernel_tanh(c, out=mss[t]).mul_(o)
+            if r_t is not None:
+                h = torch.mm(h, r_t, out=outs[t])
+        saved = (x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs, w_hr, ms)
+        ctx.save_for_backward(*saved)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
-        x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs = ctx.saved_tensors
+        x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs, w_hr, ms = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
-            def plain(x, w_ih, bias, w_hh, peep, h0, c0):
+            def plain(x, w_ih, bias, w_hh, peep, h0, c0, w_hr):
                 xw = kernel_project(x, w_ih, bias)
                 return peephole_kernel_plain(
-                    xw, w_hh, peep, h0, c0, batch_sizes, reverse
+                    xw, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
                 )
 
-            inputs = [x, w_ih, bias, w_hh, peep, h0, c0]
-            grads = kernel_recompute_grads(
-                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn, d_cn]
-            )
-            return (*grads, None, None)
-        H = h0.shape[1]
+            inputs = [x, w_ih, bias, w_hh, peep, h0, c0, w_hr]
+            needs = lstm_tensor_needs(ctx.needs_input_grad, 7)
+            grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
+            return (*grads[:7], None, None, grads[7])
+        H = c0.shape[1]
         p_i, p_f, p_o = peep.chunk(3)
         c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
         dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
         d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh_t
+        dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
         fs = gates[:, H : 2 * H].split(batch_sizes)
         h_grads: List[Tensor] = []
         c_grads: List[Tensor] = []
         dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
         for t in kernel_order(len(dzs), not reverse):
             size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_outs[t]
-            dz_o = dzt[:, 3 * H :].mul_(dh)
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, Ks[t])
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
+            if w_hr is None:
+                dm = dh = dh + d_outs[t]
+            else:
+                dh = torch.add(dh, d_outs[t], out=dhs[t])
+                dm = dh @ w_hr  # (size, H)
+            dz_o = dzt[:, 3 * H :].mul_(dm)
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dm, Ks[t])
             dc.addcmul_(dz_o, p_o)  # o saw c_t
             dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-            dh = dzt @ w_hh  # (size, H)
+            dh = dzt @ w_hh  # (size, H or P)
             dc = dc * fs[t]  # i and f saw c_{t-1}:
             dc.addcmul_(dzt[:, :H], p_i).addcmul_(dzt[:, H : 2 * H], p_f)
         kernel_state_rows_grad(dh, d_hn, 0, h_grads)
         kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H|P)
         d_peep = torch.cat(
             [
                 (dz[:, :H] * c_prev).sum(0),
@@ -775,7 +922,8 @@ class PeepholeKernelFunction(torch.autograd.Function):
         )
         dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        return dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None
+        d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
+        return dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None, d_whr
 
 
 def peephole_kernel_plain(
@@ -786,9 +934,10 @@ def peephole_kernel_plain(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    w_hr: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """PeepholeKernelFunction's forward step for step, left to autograd."""
-    H = h0.shape[1]
+    H = c0.shape[1]
     p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
     w_t = w_hh.t()
     xs = xw.split(batch_sizes)
@@ -808,6 +957,8 @@ def peephole_kernel_plain(
         c = torch.addcmul(f * c_prev, i, g)
         o = a[:, 3 * H :].addcmul(c, p_o).sigmoid()
         h = kernel_tanh(c) * o
+        if w_hr is not None:
+            h = torch.mm(h, w_hr.t())  # (size, P)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -824,13 +975,15 @@ def peephole_kernel_layer(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    w_hr: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(N, H) outputs and (B, H) final h, c of one peephole layer-direction."""
+    """(N, H or P) outputs, (B, H or P) final h and (B, H) final c of one peephole
+    layer-direction; P with the projection w_hr."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
-        return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse)
+        return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr)
     out, h_n, c_n = PeepholeKernelFunction.apply(
-        x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse
+        x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
     )
     return out, h_n, c_n
 
@@ -843,7 +996,7 @@ class PeepholeLSTM(CustomLSTM):
         g = tanh(W_ig x + b_ig + W_hg h + b_hg)
         c' = f ⊙ c + i ⊙ g
         o = σ(W_io x + b_io + W_ho h + b_ho + p_o ⊙ c')
-        h' = o ⊙ tanh(c')
+        h' = o ⊙ tanh(c')                     (then W_hr h' with proj_size, as torch)
 
     torch's LSTM parameters plus `weight_ch_l{k}[_reverse]` (3H,) = [p_i, p_f, p_o],
     drawn U(-1/√H, 1/√H) after torch's own init. A plain nn.LSTM state dict loads
@@ -864,6 +1017,9 @@ class PeepholeLSTM(CustomLSTM):
         dtype=None,
         *,
         impl: str = "custom",
+        forget_bias: Optional[float] = None,
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         super().__init__(
             input_size,
@@ -877,6 +1033,9 @@ class PeepholeLSTM(CustomLSTM):
             device,
             dtype,
             impl=impl,
+            forget_bias=forget_bias,
+            residual=residual,
+            initial_state=initial_state,
         )
         suffixes = ["", "_reverse"] if bidirectional else [""]
         names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
@@ -945,8 +1104,10 @@ class PeepholeLSTM(CustomLSTM):
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         peep = self._flat_peepholes[k]
+        w_hr = self._kernel_proj_weight(k)
+        h0, c0 = state[0], state[1]
         out, h_n, c_n = peephole_kernel_layer(
-            x, w_ih, bias, w_hh, peep, state[0], state[1], batch_sizes, reverse
+            x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
         )
         return out, [h_n, c_n]
 

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .lstm import CustomLSTM, lstm_backward_factors
+from .lstm import CustomLSTM, lstm_backward_factors, lstm_tensor_needs
 from .stack import (
     kernel_final_rows,
     kernel_init_grad,
@@ -33,20 +33,24 @@ from .stack import (
 class PeepholeKernelFunction(torch.autograd.Function):
     """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
 
-    As LSTMKernelFunction, plus the peephole paths in backward: dc_t += dz_o p_o and
-    dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over all
-    steps after the loop.
+    As LSTMKernelFunction (with its optional projection w_hr), plus the peephole
+    paths in backward: dc_t += dz_o p_o and dc_{t-1} += dz_i p_i + dz_f p_f; the
+    peephole gradients are reductions over all steps after the loop.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse):
-        H = h0.shape[1]
+    def forward(
+        ctx, x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr=None
+    ):
+        H = c0.shape[1]
         p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
         gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
         cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
-        hs = torch.empty_like(cs)  # (N, H) h_t: the output
-        gs, css, outs = (t.split(batch_sizes) for t in (gates, cs, hs))
+        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c_t): h_t unless projected
+        hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
+        gs, css, mss, outs = (t.split(batch_sizes) for t in (gates, cs, ms, hs))
         w_t = w_hh.t()
+        r_t = None if w_hr is None else w_hr.t()
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
@@ -61,50 +65,59 @@ class PeepholeKernelFunction(torch.autograd.Function):
             kernel_tanh(g, out=g)
             c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
             o.addcmul_(c, p_o).sigmoid_()  # o sees c_t
-            h = kernel_tanh(c, out=outs[t]).mul_(o)
-        ctx.save_for_backward(x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs)
+            h = kernel_tanh(c, out=mss[t]).mul_(o)
+            if r_t is not None:
+                h = torch.mm(h, r_t, out=outs[t])
+        saved = (x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs, w_hr, ms)
+        ctx.save_for_backward(*saved)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
-        x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs = ctx.saved_tensors
+        x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs, w_hr, ms = ctx.saved_tensors
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
-            def plain(x, w_ih, bias, w_hh, peep, h0, c0):
+            def plain(x, w_ih, bias, w_hh, peep, h0, c0, w_hr):
                 xw = kernel_project(x, w_ih, bias)
                 return peephole_kernel_plain(
-                    xw, w_hh, peep, h0, c0, batch_sizes, reverse
+                    xw, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
                 )
 
-            inputs = [x, w_ih, bias, w_hh, peep, h0, c0]
-            grads = kernel_recompute_grads(
-                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn, d_cn]
-            )
-            return (*grads, None, None)
-        H = h0.shape[1]
+            inputs = [x, w_ih, bias, w_hh, peep, h0, c0, w_hr]
+            needs = lstm_tensor_needs(ctx.needs_input_grad, 7)
+            grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
+            return (*grads[:7], None, None, grads[7])
+        H = c0.shape[1]
         p_i, p_f, p_o = peep.chunk(3)
         c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
         dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
         d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh_t
+        dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
         fs = gates[:, H : 2 * H].split(batch_sizes)
         h_grads: List[Tensor] = []
         c_grads: List[Tensor] = []
         dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
         for t in kernel_order(len(dzs), not reverse):
             size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads) + d_outs[t]
-            dz_o = dzt[:, 3 * H :].mul_(dh)
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dh, Ks[t])
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
+            if w_hr is None:
+                dm = dh = dh + d_outs[t]
+            else:
+                dh = torch.add(dh, d_outs[t], out=dhs[t])
+                dm = dh @ w_hr  # (size, H)
+            dz_o = dzt[:, 3 * H :].mul_(dm)
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dm, Ks[t])
             dc.addcmul_(dz_o, p_o)  # o saw c_t
             dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-            dh = dzt @ w_hh  # (size, H)
+            dh = dzt @ w_hh  # (size, H or P)
             dc = dc * fs[t]  # i and f saw c_{t-1}:
             dc.addcmul_(dzt[:, :H], p_i).addcmul_(dzt[:, H : 2 * H], p_f)
         kernel_state_rows_grad(dh, d_hn, 0, h_grads)
         kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H)
+        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H|P)
         d_peep = torch.cat(
             [
                 (dz[:, :H] * c_prev).sum(0),
@@ -114,7 +127,8 @@ class PeepholeKernelFunction(torch.autograd.Function):
         )
         dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        return dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None
+        d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
+        return dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None, d_whr
 
 
 def peephole_kernel_plain(
@@ -125,9 +139,10 @@ def peephole_kernel_plain(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    w_hr: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """PeepholeKernelFunction's forward step for step, left to autograd."""
-    H = h0.shape[1]
+    H = c0.shape[1]
     p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
     w_t = w_hh.t()
     xs = xw.split(batch_sizes)
@@ -147,6 +162,8 @@ def peephole_kernel_plain(
         c = torch.addcmul(f * c_prev, i, g)
         o = a[:, 3 * H :].addcmul(c, p_o).sigmoid()
         h = kernel_tanh(c) * o
+        if w_hr is not None:
+            h = torch.mm(h, w_hr.t())  # (size, P)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -163,13 +180,15 @@ def peephole_kernel_layer(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    w_hr: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """(N, H) outputs and (B, H) final h, c of one peephole layer-direction."""
+    """(N, H or P) outputs, (B, H or P) final h and (B, H) final c of one peephole
+    layer-direction; P with the projection w_hr."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
-        return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse)
+        return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr)
     out, h_n, c_n = PeepholeKernelFunction.apply(
-        x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse
+        x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
     )
     return out, h_n, c_n
 
@@ -182,7 +201,7 @@ class PeepholeLSTM(CustomLSTM):
         g = tanh(W_ig x + b_ig + W_hg h + b_hg)
         c' = f ⊙ c + i ⊙ g
         o = σ(W_io x + b_io + W_ho h + b_ho + p_o ⊙ c')
-        h' = o ⊙ tanh(c')
+        h' = o ⊙ tanh(c')                     (then W_hr h' with proj_size, as torch)
 
     torch's LSTM parameters plus `weight_ch_l{k}[_reverse]` (3H,) = [p_i, p_f, p_o],
     drawn U(-1/√H, 1/√H) after torch's own init. A plain nn.LSTM state dict loads
@@ -203,6 +222,9 @@ class PeepholeLSTM(CustomLSTM):
         dtype=None,
         *,
         impl: str = "custom",
+        forget_bias: Optional[float] = None,
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         super().__init__(
             input_size,
@@ -216,6 +238,9 @@ class PeepholeLSTM(CustomLSTM):
             device,
             dtype,
             impl=impl,
+            forget_bias=forget_bias,
+            residual=residual,
+            initial_state=initial_state,
         )
         suffixes = ["", "_reverse"] if bidirectional else [""]
         names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
@@ -284,7 +309,9 @@ class PeepholeLSTM(CustomLSTM):
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         peep = self._flat_peepholes[k]
+        w_hr = self._kernel_proj_weight(k)
+        h0, c0 = state[0], state[1]
         out, h_n, c_n = peephole_kernel_layer(
-            x, w_ih, bias, w_hh, peep, state[0], state[1], batch_sizes, reverse
+            x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
         )
         return out, [h_n, c_n]

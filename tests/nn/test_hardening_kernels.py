@@ -135,8 +135,8 @@ def test_lstm_positional_device_dtype_and_proj_size():
     for cls in (CustomLSTM, PeepholeLSTM):
         m = cls(N_IN, HID, 1, True, False, 0.0, False, 0, "cpu", torch.float64)
         assert {p.dtype for p in m.parameters()} == {torch.float64}
-        with pytest.raises(ValueError, match="Expected proj_size=0.*got 2"):
-            cls(N_IN, HID, proj_size=2)
+        m = cls(N_IN, HID, 1, True, False, 0.0, False, 2)  # proj_size (issue 13)
+        assert m.weight_hr_l0.shape == (2, HID)
     with pytest.raises(TypeError):  # as torch: impl is no positional argument
         CustomGRU(N_IN, HID, 1, True, False, 0.0, False, None, None, "auto")
 
