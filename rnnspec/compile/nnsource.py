@@ -51,6 +51,7 @@ MODULE_ORDER = (
     "lstm",
     "peephole",
     "gru",
+    "lngru",
     "attention",
     "model",
     "spinn",

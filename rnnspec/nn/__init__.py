@@ -8,8 +8,9 @@ helpers of `stack`; they are re-exported here.
 """
 
 from .gru import CustomGRU
+from .lngru import LayerNormGRU
 from .lstm import CustomLSTM
 from .peephole import PeepholeLSTM
 from .rnn import CustomRNN
 
-__all__ = ["CustomGRU", "CustomLSTM", "CustomRNN", "PeepholeLSTM"]
+__all__ = ["CustomGRU", "CustomLSTM", "CustomRNN", "LayerNormGRU", "PeepholeLSTM"]

@@ -1,0 +1,309 @@
+"""Layer-normalised GRU cell: `LayerNormGRU`, a `CustomGRU` whose two gate
+projections are layer-normalised (gains only: the biases follow the norm).
+
+a = LN(W_ih x; γ_ih) + b_ih     b = LN(W_hh h; γ_hh) + b_hh     (3H, gates r, z, n)
+r = σ(a_r + b_r)    z = σ(a_z + b_z)    n = tanh(a_n + r ⊙ b_n)
+h' = (1 - z) ⊙ n + z ⊙ h
+
+LN(v; γ) = γ ⊙ (v - mean(v)) / sqrt(var(v) + 1e-5) over the whole 3H vector of a
+row (biased variance; 1e-5 is written out where used, as TorchScript reads no
+global floats).
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .gru import CustomGRU
+from .stack import (
+    kernel_check_impl,
+    kernel_final_rows,
+    kernel_init_grad,
+    kernel_order,
+    kernel_prev_rows,
+    kernel_recompute_grads,
+    kernel_runs_plain,
+    kernel_state_rows,
+    kernel_state_rows_grad,
+    kernel_tanh,
+)
+
+
+def lngru_norm_backward(
+    grad: Tensor,
+    v: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    gain: Tensor,
+    bias: Optional[Tensor],
+    mask: List[bool],
+):
+    """LayerNorm's backward over the rows of v (N, 3H), from the gradient of
+    LN(v; γ) + β and the row statistics the forward kept: the gradients of v, γ and
+    β that `mask` asks for (None for the others), torch's fused kernel. Those of γ
+    and β are the sums over rows of grad ⊙ v̂ and of grad, v̂ = (v - mean) · rstd."""
+    mask = [mask[0], mask[1], mask[2] and bias is not None]
+    return torch.ops.aten.native_layer_norm_backward(
+        grad, v, [v.shape[1]], mean, rstd, gain, bias, mask
+    )
+
+
+class LayerNormGRUKernelFunction(torch.autograd.Function):
+    """One direction of one layer-normalised GRU layer (equations in LayerNormGRU).
+
+    Forward: the input projection of every step is one matmul and one LayerNorm
+    over all rows; each step normalises its W_hh h_{t-1}, keeping the row
+    statistics (mean, 1/std). Backward: as GRUKernelFunction's, with LayerNorm's
+    backward between the gradient of LN(W_hh h_{t-1}) and the matmul that carries
+    it to h_{t-1}; after the loop, the weight gradients are one matmul over all
+    steps and the gains' and biases' gradients sums over all rows.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, batch_sizes, reverse):
+        H = h0.shape[1]
+        xw = torch.mm(x, w_ih.t())  # (N, 3H)
+        gates, mean_x, rstd_x = torch.native_layer_norm(  # gates: a, then r, z, n
+            xw, [3 * H], g_ih, b_ih, 1e-5
+        )
+        hws = torch.empty_like(xw)  # (N, 3H) W_hh h_{t-1}, before the norm
+        hs = x.new_empty(xw.shape[0], H)  # (N, H) outputs
+        gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
+        w_t = w_hh.t()
+        means: List[Tensor] = [mean_x] * len(gs)  # (size, 1) each, by step
+        rstds: List[Tensor] = [rstd_x] * len(gs)
+        done: List[Tensor] = []
+        h = h0[:0]
+        for t in kernel_order(len(gs), reverse):
+            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+            hw = torch.mm(h_prev, w_t, out=hws_[t])  # (size, 3H)
+            b, means[t], rstds[t] = torch.native_layer_norm(
+                hw, [3 * H], g_hh, b_hh, 1e-5
+            )
+            a = gs[t]
+            r, z = a[:, : 2 * H].add_(b[:, : 2 * H]).sigmoid_().chunk(2, 1)
+            n = a[:, 2 * H :].addcmul_(r, b[:, 2 * H :])
+            kernel_tanh(n, out=n)
+            h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+        ctx.save_for_backward(
+            x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs,
+            xw, mean_x, rstd_x, hws, torch.cat(means), torch.cat(rstds),
+        )  # fmt: skip
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn):
+        saved = ctx.saved_tensors
+        x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs = saved[:10]
+        xw, mean_x, rstd_x, hws, mean_h, rstd_h = saved[10:]
+        batch_sizes, reverse = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0):
+                xa = lngru_project(x, w_ih, b_ih, g_ih)
+                return lngru_kernel_plain(
+                    xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse
+                )
+
+            inputs = [x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+            )
+            return (*grads, None, None)
+        H = h0.shape[1]
+        need = ctx.needs_input_grad
+        b_n = (hws[:, 2 * H :] - mean_h).mul_(rstd_h).mul_(g_hh[2 * H :])  # (N, H)
+        if b_hh is not None:
+            b_n += b_hh[2 * H :]
+        r, z, n = gates.chunk(3, 1)
+        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
+        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh_t
+        db = torch.cat(  # d b / dh_t; each step multiplies its rows by dh in place
+            [q_n * b_n * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r], 1
+        )  # (N, 3H)
+        dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
+        dhws = torch.empty_like(db)  # (N, 3H) gradient of W_hh h_{t-1}
+        d_outs, dbs, dhs_, dhws_, zs, hws_, means, rstds = (
+            t.split(batch_sizes) for t in (d_hs, db, dhs, dhws, z, hws, mean_h, rstd_h)
+        )
+        only_v = [True, False, False]
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for t in kernel_order(len(dbs), not reverse):
+            size = batch_sizes[t]
+            dh = torch.add(
+                kernel_state_rows_grad(dh, d_hn, size, init_grads),
+                d_outs[t],
+                out=dhs_[t],
+            )
+            dbs[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+            dhw, _, _ = lngru_norm_backward(
+                dbs[t], hws_[t], means[t], rstds[t], g_hh, None, only_v
+            )
+            dhws_[t].copy_(dhw)
+            dh = torch.addmm(dh * zs[t], dhw, w_hh)  # (size, H)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        d_whh = dhws.t() @ h_prev if need[3] else None  # (3H, H)
+        _, d_ghh, d_bhh = lngru_norm_backward(
+            db, hws, mean_h, rstd_h, g_hh, b_hh, [False, need[6], need[4]]
+        )
+        torch.mul(dhs, q_n, out=db[:, 2 * H :])  # db is now the gradient of a
+        dxw, d_gih, d_bih = lngru_norm_backward(
+            db, xw, mean_x, rstd_x, g_ih, b_ih, [need[0] or need[1], need[5], need[2]]
+        )
+        dx = dxw @ w_ih if need[0] else None  # (N, input)
+        d_wih = dxw.t() @ x if need[1] else None  # (3H, input)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bih, d_whh, d_bhh, d_gih, d_ghh, dh0, None, None
+
+
+def lngru_project(
+    x: Tensor, w_ih: Tensor, b_ih: Optional[Tensor], g_ih: Tensor
+) -> Tensor:
+    """(N, 3H) LN(W_ih x; γ_ih) + b_ih of every row at once: one matmul, one norm."""
+    xw = torch.mm(x, w_ih.t())
+    return F.layer_norm(xw, [xw.shape[1]], g_ih, b_ih, 1e-5)
+
+
+def lngru_kernel_plain(
+    xa: Tensor,
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    g_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor]:
+    """LayerNormGRUKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    w_t = w_hh.t()
+    xs = xa.split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+        b = F.layer_norm(torch.mm(h_prev, w_t), [3 * H], g_hh, b_hh, 1e-5)
+        a = xs[t]
+        r, z = torch.add(a[:, : 2 * H], b[:, : 2 * H]).sigmoid().chunk(2, 1)
+        n = kernel_tanh(torch.addcmul(a[:, 2 * H :], r, b[:, 2 * H :]))
+        h = torch.addcmul(n, z, h_prev - n)
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def lngru_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    b_ih: Optional[Tensor],
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    g_ih: Tensor,
+    g_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one layer-normalised GRU
+    layer-direction."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xa = lngru_project(x, w_ih, b_ih, g_ih)
+        return lngru_kernel_plain(xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse)
+    out, h_n = LayerNormGRUKernelFunction.apply(
+        x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, batch_sizes, reverse
+    )
+    return out, h_n
+
+
+class LayerNormGRU(CustomGRU):
+    """GRU with layer-normalised gate projections (x = input, h = previous state):
+
+        a = LN(W_ih x; γ_ih) + b_ih     b = LN(W_hh h; γ_hh) + b_hh   (3H: r, z, n)
+        r = σ(a_r + b_r)    z = σ(a_z + b_z)    n = tanh(a_n + r ⊙ b_n)
+        h' = (1 - z) ⊙ n + z ⊙ h
+
+    LN normalises the whole 3H vector (biased variance, eps 1e-5) and scales it by a
+    gain; the biases after it are torch's. torch's GRU parameters (drawn as nn.GRU
+    draws them) plus `weight_ln_ih_l{k}[_reverse]` and `weight_ln_hh_l{k}[_reverse]`
+    (3H,), ones at init. Always our kernel (impl "custom" or "auto"); the other
+    keywords (`options`) are CustomGRU's: the stack's options (residual, initial
+    state) apply as to any GRU.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+        **options,
+    ):
+        kernel_check_impl(impl, ("custom", "auto"))  # torch has no layer-norm GRU
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            device,
+            dtype,
+            impl=impl,
+            **options,
+        )
+        suffixes = ["", "_reverse"] if bidirectional else [""]
+        names = [
+            f"weight_ln_{side}_l{k}{s}"
+            for k in range(num_layers)
+            for s in suffixes
+            for side in ("ih", "hh")
+        ]
+        self._layer_norm_names = names
+        for name in names:  # no random draws: torch's weights stay nn.GRU's
+            gain = torch.ones(3 * hidden_size, device=device, dtype=dtype)
+            setattr(self, name, nn.Parameter(gain))
+        self._init_flat_weights()
+
+    def _init_flat_weights(self) -> None:
+        # torch refreshes its weight list here (init, .to(), changed weights); keep
+        # ours with it, as a plain list so that TorchScript sees List[Tensor]
+        super()._init_flat_weights()
+        names = getattr(self, "_layer_norm_names", [])
+        self._flat_layer_norms = [getattr(self, n) for n in names if hasattr(self, n)]
+
+    def _weights_have_changed(self) -> bool:
+        gains = zip(self._flat_layer_norms, self._layer_norm_names, strict=True)
+        replaced = any(g is not getattr(self, n) for g, n in gains)
+        return replaced or super()._weights_have_changed()
+
+    def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
+        return False
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        g_ih, g_hh = self._flat_layer_norms[2 * k], self._flat_layer_norms[2 * k + 1]
+        out, h_n = lngru_kernel_layer(
+            x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, state[0], batch_sizes, reverse
+        )
+        return out, [h_n]
