@@ -201,6 +201,8 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         dtype=None,
         *,
         impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         if proj_size != 0:
             raise ValueError(
@@ -219,6 +221,7 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, self._kernel_impls())
+        self._kernel_options(residual, initial_state)
 
     def _kernel_impls(self) -> Tuple[str, ...]:
         return ("custom", "auto", "torch")

@@ -203,6 +203,8 @@ class PeepholeLSTM(CustomLSTM):
         dtype=None,
         *,
         impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         super().__init__(
             input_size,
@@ -216,6 +218,8 @@ class PeepholeLSTM(CustomLSTM):
             device,
             dtype,
             impl=impl,
+            residual=residual,
+            initial_state=initial_state,
         )
         suffixes = ["", "_reverse"] if bidirectional else [""]
         names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
