@@ -291,14 +291,18 @@ class KernelStackBase:
         return [h_width]
 
     def _kernel_learned_states(self, batch: int) -> Optional[List[Tensor]]:
-        """The learned initial states expanded over `batch`; None without them."""
+        """The learned initial states copied over `batch`; None without them.
+
+        Copied rather than expanded: torch's kernels take contiguous states (its
+        ONNX decomposition, cuDNN); the copy is (L*D, B, H), once per call.
+        """
         h0 = self.h0
         if h0 is None:
             return None
-        states = [h0.unsqueeze(1).expand(-1, batch, -1)]
+        states = [h0.unsqueeze(1).expand(-1, batch, -1).contiguous()]
         c0 = self.c0
         if c0 is not None:
-            states.append(c0.unsqueeze(1).expand(-1, batch, -1))
+            states.append(c0.unsqueeze(1).expand(-1, batch, -1).contiguous())
         return states
 
     def _kernel_weight_stride(self) -> int:
@@ -535,77 +539,50 @@ class KernelStackBase:
         return out, list(state) if isinstance(state, tuple) else [state]
 
     def _kernel_torch_layers(self, input, hx: Optional[List[Tensor]]):
-        """torch's fused kernel called a layer at a time, both directions at once,
-        on a padded batch or a PackedSequence (as torch's forward takes them), with
-        torch's dropout between layers and the residual sums of `_kernel_stack`."""
+        """torch's fused kernel a layer at a time (both directions in one call) on a
+        padded batch or a PackedSequence, with dropout between layers and the
+        residual sums of `_kernel_stack`; torch infers proj from the state widths."""
         packed = isinstance(input, nn.utils.rnn.PackedSequence)
-        if packed:
-            data, batch_sizes, sorted_indices, unsorted_indices = input
-            batch = int(batch_sizes[0])
-        else:
-            data, batch_sizes, sorted_indices, unsorted_indices = (
-                input,
-                None,
-                None,
-                None,
-            )
-            batch = input.shape[0] if self.batch_first else input.shape[1]
+        data, batch_sizes, sorted_indices, unsorted_indices = (
+            input if packed else (input, None, None, None)
+        )
         if hx is None:
+            batch_dim = 0 if self.batch_first else 1
+            batch = int(batch_sizes[0]) if packed else data.shape[batch_dim]
             hx = self._kernel_zero_states(data, batch)
         elif sorted_indices is not None:
             hx = [h.index_select(1, sorted_indices) for h in hx]
-        num_directions = 2 if self.bidirectional else 1
-        per_layer = num_directions * self._kernel_weight_stride()
+        kernel = {
+            "LSTM": torch._VF.lstm,
+            "GRU": torch._VF.gru,
+            "RNN_TANH": torch._VF.rnn_tanh,
+            "RNN_RELU": torch._VF.rnn_relu,
+        }[self.mode]
+        flags = (self.bias, 1, 0.0, self.training, self.bidirectional)
+        dirs = 2 if self.bidirectional else 1
+        per_layer = dirs * self._kernel_weight_stride()
         finals: List[List[Tensor]] = [[] for _ in hx]
         for layer in range(self.num_layers):
-            rows = slice(layer * num_directions, (layer + 1) * num_directions)
+            state = [h[layer * dirs : (layer + 1) * dirs] for h in hx]
+            state = tuple(state) if len(state) == 2 else state[0]
             weights = self._flat_weights[layer * per_layer : (layer + 1) * per_layer]
-            out, states = self._kernel_torch_layer(
-                data, batch_sizes, [h[rows] for h in hx], weights
-            )
+            if packed:
+                out, *states = kernel(data, batch_sizes, state, weights, *flags)
+            else:
+                out, *states = kernel(data, state, weights, *flags, self.batch_first)
             for j in range(len(states)):
                 finals[j].append(states[j])
-            data = out + data if self.residual and layer > 0 else out
+            data = out + data if layer > 0 else out
             if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
                 data = F.dropout(data, self.dropout, True)
         states = [torch.cat(f) for f in finals]
         if unsorted_indices is not None:
             states = [s.index_select(1, unsorted_indices) for s in states]
         if packed:
-            out = nn.utils.rnn.PackedSequence(
+            return nn.utils.rnn.PackedSequence(
                 data, batch_sizes, sorted_indices, unsorted_indices
-            )
-            return out, states
+            ), states
         return data, states
-
-    def _kernel_torch_layer(
-        self,
-        data: Tensor,
-        batch_sizes: Optional[Tensor],
-        state: List[Tensor],
-        weights: List[Tensor],
-    ) -> Tuple[Tensor, List[Tensor]]:
-        """One layer (both directions) on torch's fused kernel: padded `data` when
-        `batch_sizes` is None, else packed rows; torch infers proj from the state
-        widths."""
-        flags = (self.bias, 1, 0.0, self.training, self.bidirectional)
-        if self.mode == "LSTM":
-            hx = (state[0], state[1])
-            if batch_sizes is None:
-                out, h, c = torch._VF.lstm(data, hx, weights, *flags, self.batch_first)
-            else:
-                out, h, c = torch._VF.lstm(data, batch_sizes, hx, weights, *flags)
-            return out, [h, c]
-        kernel = {
-            "GRU": torch._VF.gru,
-            "RNN_TANH": torch._VF.rnn_tanh,
-            "RNN_RELU": torch._VF.rnn_relu,
-        }[self.mode]
-        if batch_sizes is None:
-            out, h = kernel(data, state[0], weights, *flags, self.batch_first)
-        else:
-            out, h = kernel(data, batch_sizes, state[0], weights, *flags)
-        return out, [h]
 
     def _kernel_one_state_forward(
         self, input, hx: Optional[Tensor], lengths: Optional[Tensor]

@@ -2,6 +2,8 @@
 torch's (called a layer at a time), against step-by-step loops written from the
 equations in float64: outputs, states and gradients; gradcheck; parameters."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -464,3 +466,31 @@ def test_torch_export_matches_eager(impl):
     exported = torch.export.export(module, (x,)).module()
     for got, want in zip(exported(x), module(x)):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("impl", ("custom", "auto"))
+def test_onnx_export_runs_in_onnxruntime(impl):
+    """torch's ONNX decomposition needs contiguous initial states: the learned ones
+    are copied over the batch, not expanded."""
+    pytest.importorskip("onnxscript", reason="torch.onnx.export needs onnxscript")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    module = build("lstm", impl).float().eval()
+    x = torch.randn(3, 5, N_IN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module,
+            (x,),
+            input_names=["x"],
+            dynamic_shapes={"input": {0: "batch"}},
+            dynamo=True,
+            verbose=False,
+        )
+    session = ort.InferenceSession(
+        program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    for batch in (3, 5):
+        x = torch.randn(batch, 5, N_IN)
+        out, (h, c) = module(x)
+        for got, want in zip(session.run(None, {"x": x.numpy()}), (out, h, c)):
+            torch.testing.assert_close(torch.from_numpy(got), want)
