@@ -229,7 +229,9 @@ class KernelStackBase:
     Mixed in before torch's module (`class CustomLSTM(KernelStackBase, nn.LSTM)`), it
     uses torch's attributes (`_flat_weights`, `num_layers`, ...) and asks the cell
     class for `_kernel_layer`: one direction of one layer over packed rows. States
-    travel as a list of (L*D, B, H) tensors: [h], or [h, c] for LSTMs.
+    travel as a list of (L*D, B, width) tensors: [h], or [h, c] for LSTMs, widths
+    `_kernel_state_sizes()` (h is P wide with proj). Each class's __init__ calls
+    `_kernel_options` after torch's.
     """
 
     def _kernel_options(self, residual: bool, initial_state: str) -> None:

@@ -10,8 +10,12 @@ Each public class subclasses torch's own module, so parameter names, shapes, gat
 order and default initialisation are torch's by construction, and a torch state dict
 loads as is. Constructor and inputs are torch's too (positional order, defaults with
 batch_first=False, device/dtype, unbatched (T, I) input, empty batches, torch's
-errors), so each is a drop-in for its torch class. They add a keyword-only `impl`
-and a `lengths` argument, and run our kernel:
+errors), so each is a drop-in for its torch class. They add a `lengths` argument
+and keyword-only options: `impl`; `residual` (layers >= 2: layer k >= 1 outputs
+layer_k(in_k) + in_k, in_k the dropped-out output of layer k-1; the states stay each
+layer's own); `initial_state="learned"` (parameters `h0` (L*D, P or H) and, for LSTMs,
+`c0` (L*D, H), zeros at init, used over the batch when no state is given). torch's
+kernel runs them too, called a layer at a time for `residual`. Ours runs:
 
 * layer-major: a layer (both directions) runs over the whole sequence before the next;
 * the input contribution of a layer is one matmul before the time loop;
@@ -250,7 +254,9 @@ class KernelStackBase:
     Mixed in before torch's module (`class CustomLSTM(KernelStackBase, nn.LSTM)`), it
     uses torch's attributes (`_flat_weights`, `num_layers`, ...) and asks the cell
     class for `_kernel_layer`: one direction of one layer over packed rows. States
-    travel as a list of (L*D, B, H) tensors: [h], or [h, c] for LSTMs.
+    travel as a list of (L*D, B, width) tensors: [h], or [h, c] for LSTMs, widths
+    `_kernel_state_sizes()` (h is P wide with proj). Each class's __init__ calls
+    `_kernel_options` after torch's.
     """
 
     def _kernel_options(self, residual: bool, initial_state: str) -> None:
