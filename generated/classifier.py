@@ -228,25 +228,92 @@ class KernelStackBase:
     Mixed in before torch's module (`class CustomLSTM(KernelStackBase, nn.LSTM)`), it
     uses torch's attributes (`_flat_weights`, `num_layers`, ...) and asks the cell
     class for `_kernel_layer`: one direction of one layer over packed rows. States
-    travel as a list of (L*D, B, H) tensors: [h], or [h, c] for LSTMs.
+    travel as a list of (L*D, B, width) tensors: [h], or [h, c] for LSTMs, widths
+    `_kernel_state_sizes()` (h is P wide with proj). Each class's __init__ calls
+    `_kernel_options` after torch's.
     """
+
+    def _kernel_options(self, residual: bool, initial_state: str) -> None:
+        """Check and keep the options every kernel class takes as keywords.
+
+        Called by each class's __init__ after torch's, so that the learned initial
+        states `h0` (L*D, P or H) and, for LSTMs, `c0` (L*D, H) come after torch's
+        parameters and draw no random numbers (zeros): the same seed gives torch's
+        weights. Without them `h0` and `c0` are None (no parameter).
+        """
+        if residual is not True and residual is not False:
+            raise ValueError(f"Expected residual True or False, got {residual!r}")
+        if residual and self.num_layers < 2:
+            raise ValueError(
+                "Expected num_layers >= 2 with residual=True (layer k adds its "
+                f"input to its output from k = 1), got {self.num_layers}"
+            )
+        if initial_state not in ("zeros", "learned"):
+            raise ValueError(
+                f"Expected initial_state 'zeros' or 'learned', got {initial_state!r}"
+            )
+        self.residual = residual
+        self.initial_state = initial_state
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        like = self._flat_weights[0]
+        sizes = self._kernel_state_sizes()
+        for j, name in enumerate(("h0", "c0")):
+            state = None
+            if initial_state == "learned" and j < len(sizes):
+                state = nn.Parameter(like.new_zeros(rows, sizes[j]))
+            self.register_parameter(name, state)
+
+    def _kernel_state_sizes(self) -> List[int]:
+        """Widths of the states: [h] or, for LSTMs, [h, c]; h is P wide with proj."""
+        h_width = self.proj_size if self.proj_size > 0 else self.hidden_size
+        if self.mode == "LSTM":
+            return [h_width, self.hidden_size]
+        return [h_width]
+
+    def _kernel_learned_states(self, batch: int) -> Optional[List[Tensor]]:
+        """The learned initial states copied over `batch`; None without them.
+
+        Copied rather than expanded: torch's kernels take contiguous states (its
+        ONNX decomposition, cuDNN); the copy is (L*D, B, H), once per call.
+        """
+        h0 = self.h0
+        if h0 is None:
+            return None
+        states = [h0.unsqueeze(1).expand(-1, batch, -1).contiguous()]
+        c0 = self.c0
+        if c0 is not None:
+            states.append(c0.unsqueeze(1).expand(-1, batch, -1).contiguous())
+        return states
+
+    def _kernel_weight_stride(self) -> int:
+        """Flat weights per layer-direction: w_ih, w_hh, [b_ih, b_hh], [w_hr]."""
+        n = 4 if self.bias else 2
+        return n + 1 if self.proj_size > 0 else n
 
     def _kernel_weights(
         self, k: int
     ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
         """w_ih, w_hh, b_ih, b_hh of layer-direction k (torch's flat order)."""
-        n = 4 if self.bias else 2
+        n = self._kernel_weight_stride()
         w = self._flat_weights[k * n : k * n + n]
         if self.bias:
             return w[0], w[1], w[2], w[3]
         return w[0], w[1], None, None
+
+    def _kernel_proj_weight(self, k: int) -> Optional[Tensor]:
+        """w_hr (P, H) of layer-direction k; None without proj."""
+        if self.proj_size == 0:
+            return None
+        n = self._kernel_weight_stride()
+        return self._flat_weights[k * n + n - 1]
 
     def _kernel_stack(
         self, data: Tensor, hx: List[Tensor], batch_sizes: List[int]
     ) -> Tuple[Tensor, List[Tensor]]:
         """All layers over packed rows `data` (N, input): layer-major, as torch.
 
-        Layer k > 0 reads both directions of layer k-1; dropout between layers only.
+        Layer k > 0 reads both directions of layer k-1 (dropped out between layers)
+        and, when residual, adds that input to its output.
         """
         num_directions = 2 if self.bidirectional else 1
         finals: List[List[Tensor]] = [[] for _ in hx]
@@ -260,7 +327,8 @@ class KernelStackBase:
                 outs.append(out)
                 for j in range(len(states)):
                     finals[j].append(states[j])
-            data = outs[0] if num_directions == 1 else torch.cat(outs, 1)  # (N, D*H)
+            out = outs[0] if num_directions == 1 else torch.cat(outs, 1)  # (N, D*H)
+            data = out + data if self.residual and layer > 0 else out
             if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
                 data = F.dropout(data, self.dropout, True)
         return data, [torch.stack(f) for f in finals]
@@ -268,12 +336,14 @@ class KernelStackBase:
     def _kernel_check_states(
         self, input: Tensor, hx: List[Tensor], batch_sizes: Optional[Tensor]
     ) -> None:
-        """torch's hidden-size check (and message), before any state is reordered."""
-        expected = self.get_expected_hidden_size(input, batch_sizes)
+        """torch's hidden-size check (and message), before any state is reordered;
+        with proj, h is P wide and c is H wide."""
+        rows, batch, _ = self.get_expected_hidden_size(input, batch_sizes)
+        sizes = self._kernel_state_sizes()
         for k in range(len(hx)):
             which = "hidden" if len(hx) == 1 else "hidden[" + str(k) + "]"
             self.check_hidden_size(
-                hx[k], expected, "Expected " + which + " size {}, got {}"
+                hx[k], (rows, batch, sizes[k]), "Expected " + which + " size {}, got {}"
             )
 
     def _kernel_padded(
@@ -284,7 +354,8 @@ class KernelStackBase:
         n: int,
     ) -> Tuple[Tensor, List[Tensor]]:
         """A padded 3-D batch or an unbatched 2-D sequence, checked as torch checks
-        it; torch's kernel or ours. `n` states (h or h, c), in torch's layout."""
+        it; torch's kernel or ours. `n` states (h or h, c), in torch's layout (the
+        count is `_kernel_state_sizes`'s; `n` stays for the callers)."""
         self._update_flat_weights()  # as torch: weights swapped by functional_call
         dims = input.dim()
         if dims != 2 and dims != 3:
@@ -309,9 +380,11 @@ class KernelStackBase:
         self.check_input(input, None)
         if hx is not None:
             self._kernel_check_states(input, hx, None)
+        else:
+            hx = self._kernel_learned_states(input.shape[batch_dim])
         if lengths is not None:
             lengths = kernel_check_lengths(lengths, input.shape[batch_dim], steps)
-        output, states = self._kernel_run(input, hx, lengths, n)
+        output, states = self._kernel_run(input, hx, lengths)
         if dims == 2:
             return output.squeeze(batch_dim), [s.squeeze(1) for s in states]
         return output, states
@@ -321,23 +394,23 @@ class KernelStackBase:
         input: Tensor,
         hx: Optional[List[Tensor]],
         lengths: Optional[Tensor],
-        n: int,
     ) -> Tuple[Tensor, List[Tensor]]:
         """Checked padded input to torch's kernel (impl) or ours."""
         if not torch.jit.is_scripting():
             if self._kernel_defers_to_torch(input, lengths):
-                out, state = self._kernel_torch_forward(
-                    input, self._kernel_torch_state(hx), lengths
-                )
-                return out, list(state) if isinstance(state, tuple) else [state]
-        return self._kernel_forward(input, hx, lengths, n)
+                return self._kernel_torch_forward(input, hx, lengths)
+        return self._kernel_forward(input, hx, lengths)
+
+    def _kernel_zero_states(self, like: Tensor, batch: int) -> List[Tensor]:
+        """(L*D, batch, width) zero states, of `like`'s dtype and device."""
+        rows = self.num_layers * (2 if self.bidirectional else 1)
+        return [like.new_zeros(rows, batch, s) for s in self._kernel_state_sizes()]
 
     def _kernel_forward(
         self,
         input: Tensor,
         hx: Optional[List[Tensor]],
         lengths: Optional[Tensor],
-        n: int,
     ) -> Tuple[Tensor, List[Tensor]]:
         """Our kernel on a checked padded batch (lengths: CPU int64)."""
         if self.batch_first:
@@ -346,11 +419,7 @@ class KernelStackBase:
             steps, batch = input.shape[0], input.shape[1]
         size = input.shape[2]  # explicit sizes: reshape(0, -1) is ambiguous
         if hx is None:
-            num_directions = 2 if self.bidirectional else 1
-            zeros = input.new_zeros(
-                self.num_layers * num_directions, batch, self.hidden_size
-            )
-            hx = [zeros for _ in range(n)]
+            hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
@@ -389,21 +458,17 @@ class KernelStackBase:
         self.check_input(input.data, input.batch_sizes)
         if hx is not None:
             self._kernel_check_states(input.data, hx, input.batch_sizes)
+        else:
+            hx = self._kernel_learned_states(int(input.batch_sizes[0]))
         if self._kernel_defers_to_torch(input, None):
-            out, state = self._kernel_torch_forward(
-                input, self._kernel_torch_state(hx), None
-            )
-            return out, list(state) if isinstance(state, tuple) else [state]
-        return self._kernel_packed_sequence(input, hx, n)
+            return self._kernel_torch_forward(input, hx, None)
+        return self._kernel_packed_sequence(input, hx)
 
-    def _kernel_packed_sequence(self, input, hx: Optional[List[Tensor]], n: int):
+    def _kernel_packed_sequence(self, input, hx: Optional[List[Tensor]]):
         """Our kernel on a checked `PackedSequence`: already our layout."""
         data, batch_sizes, sorted_indices, unsorted_indices = input
         if hx is None:
-            num_directions = 2 if self.bidirectional else 1
-            shape = (self.num_layers * num_directions, int(batch_sizes[0]))
-            zeros = data.new_zeros(shape + (self.hidden_size,))
-            hx = [zeros for _ in range(n)]
+            hx = self._kernel_zero_states(data, int(batch_sizes[0]))
         elif sorted_indices is not None:
             hx = [h.index_select(1, sorted_indices) for h in hx]
         out, states = self._kernel_stack(data, hx, batch_sizes.tolist())
@@ -430,19 +495,74 @@ class KernelStackBase:
         return hx[0], hx[1]
 
     def _kernel_torch_forward(self, input, hx, lengths: Optional[Tensor]):
-        """torch's forward (oneDNN / cuDNN), through packing when lengths are given."""
+        """torch's kernel (oneDNN / cuDNN) on a padded batch, through packing when
+        lengths are given, or on a PackedSequence; states as our list."""
         batch = 0 if lengths is None else lengths.shape[0]
         if lengths is None or batch == 0:  # torch cannot pack an empty batch
-            return super().forward(input, hx)  # the torch class after this mixin
+            return self._kernel_torch_call(input, hx)
         steps = input.shape[1] if self.batch_first else input.shape[0]
         packed = nn.utils.rnn.pack_padded_sequence(
             input, lengths, batch_first=self.batch_first, enforce_sorted=False
         )
-        out, state = super().forward(packed, hx)
+        out, states = self._kernel_torch_call(packed, hx)
         out, _ = nn.utils.rnn.pad_packed_sequence(
             out, batch_first=self.batch_first, total_length=steps
         )
-        return out, state
+        return out, states
+
+    def _kernel_torch_call(self, input, hx: Optional[List[Tensor]]):
+        """torch's forward, or its kernel a layer at a time where the stack needs
+        it (residual)."""
+        if self.residual:
+            return self._kernel_torch_layers(input, hx)
+        out, state = super().forward(input, self._kernel_torch_state(hx))
+        return out, list(state) if isinstance(state, tuple) else [state]
+
+    def _kernel_torch_layers(self, input, hx: Optional[List[Tensor]]):
+        """torch's fused kernel a layer at a time (both directions in one call) on a
+        padded batch or a PackedSequence, with dropout between layers and the
+        residual sums of `_kernel_stack`; torch infers proj from the state widths."""
+        packed = isinstance(input, nn.utils.rnn.PackedSequence)
+        data, batch_sizes, sorted_indices, unsorted_indices = (
+            input if packed else (input, None, None, None)
+        )
+        if hx is None:
+            batch_dim = 0 if self.batch_first else 1
+            batch = int(batch_sizes[0]) if packed else data.shape[batch_dim]
+            hx = self._kernel_zero_states(data, batch)
+        elif sorted_indices is not None:
+            hx = [h.index_select(1, sorted_indices) for h in hx]
+        kernel = {
+            "LSTM": torch._VF.lstm,
+            "GRU": torch._VF.gru,
+            "RNN_TANH": torch._VF.rnn_tanh,
+            "RNN_RELU": torch._VF.rnn_relu,
+        }[self.mode]
+        flags = (self.bias, 1, 0.0, self.training, self.bidirectional)
+        dirs = 2 if self.bidirectional else 1
+        per_layer = dirs * self._kernel_weight_stride()
+        finals: List[List[Tensor]] = [[] for _ in hx]
+        for layer in range(self.num_layers):
+            state = [h[layer * dirs : (layer + 1) * dirs] for h in hx]
+            state = tuple(state) if len(state) == 2 else state[0]
+            weights = self._flat_weights[layer * per_layer : (layer + 1) * per_layer]
+            if packed:
+                out, *states = kernel(data, batch_sizes, state, weights, *flags)
+            else:
+                out, *states = kernel(data, state, weights, *flags, self.batch_first)
+            for j in range(len(states)):
+                finals[j].append(states[j])
+            data = out + data if layer > 0 else out
+            if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
+                data = F.dropout(data, self.dropout, True)
+        states = [torch.cat(f) for f in finals]
+        if unsorted_indices is not None:
+            states = [s.index_select(1, unsorted_indices) for s in states]
+        if packed:
+            return nn.utils.rnn.PackedSequence(
+                data, batch_sizes, sorted_indices, unsorted_indices
+            ), states
+        return data, states
 
     def _kernel_one_state_forward(
         self, input, hx: Optional[Tensor], lengths: Optional[Tensor]
@@ -457,7 +577,12 @@ class KernelStackBase:
         return output, s[0]
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", impl={self.impl!r}"
+        s = super().extra_repr() + f", impl={self.impl!r}"
+        if self.residual:
+            s += ", residual=True"
+        if self.initial_state != "zeros":
+            s += f", initial_state={self.initial_state!r}"
+        return s
 
 
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
@@ -620,6 +745,8 @@ class CustomGRU(KernelStackBase, nn.GRU):
         dtype=None,
         *,
         impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         super().__init__(
             input_size,
@@ -633,6 +760,7 @@ class CustomGRU(KernelStackBase, nn.GRU):
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+        self._kernel_options(residual, initial_state)
 
     def _kernel_layer(
         self,

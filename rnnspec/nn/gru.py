@@ -181,6 +181,8 @@ class CustomGRU(KernelStackBase, nn.GRU):
         dtype=None,
         *,
         impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         super().__init__(
             input_size,
@@ -194,6 +196,7 @@ class CustomGRU(KernelStackBase, nn.GRU):
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+        self._kernel_options(residual, initial_state)
 
     def _kernel_layer(
         self,

@@ -236,7 +236,6 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
 
     impl: str
     forget_bias: Optional[float]
-    _lstm_state_shim: bool  # TEMPORARY (o-lstm)
 
     def __init__(
         self,
@@ -272,22 +271,7 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         self.impl = kernel_check_impl(impl, self._kernel_impls())
         self.forget_bias = None if forget_bias is None else float(forget_bias)
         self._lstm_set_forget_bias()
-        # residual, initial_state: the stack's shared helper (o-stack, issue 13)
-        self._lstm_stack_options(residual, initial_state)
-        # TEMPORARY (o-lstm): zero states with proj until the stack sizes them
-        self._lstm_state_shim = not hasattr(self, "_kernel_state_sizes")
-
-    # TEMPORARY (o-lstm, issue 13) until o-stack's KernelStackBase._kernel_options
-    # lands: delete this method and call self._kernel_options(...) above instead.
-    def _lstm_stack_options(self, residual: bool, initial_state: str) -> None:
-        options = getattr(self, "_kernel_options", None)
-        if options is not None:
-            options(residual, initial_state)
-        elif residual or initial_state != "zeros":
-            raise ValueError(
-                "Expected residual=False and initial_state='zeros' (the stack "
-                f"has no options yet), got {residual!r} and {initial_state!r}"
-            )
+        self._kernel_options(residual, initial_state)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch's init (called by torch's __init__ too)
@@ -307,44 +291,6 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
 
     def _kernel_impls(self) -> Tuple[str, ...]:
         return ("custom", "auto", "torch")
-
-    def _kernel_proj_weight(self, k: int) -> Optional[Tensor]:
-        """weight_hr of layer-direction k (last of its torch flat weights), or None."""
-        if self.proj_size == 0:
-            return None
-        n = 5 if self.bias else 3
-        return self._flat_weights[k * n + n - 1]
-
-    # TEMPORARY (o-lstm, issue 13) until o-stack's proj-aware stack lands: the stride
-    # of torch's flat weights with proj, h P wide and c H wide. Delete at merge.
-    def _kernel_weights(
-        self, k: int
-    ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
-        n = (4 if self.bias else 2) + (1 if self.proj_size > 0 else 0)
-        w = self._flat_weights[k * n : k * n + n]
-        if self.bias:
-            return w[0], w[1], w[2], w[3]
-        return w[0], w[1], None, None
-
-    def _kernel_check_states(
-        self, input: Tensor, hx: List[Tensor], batch_sizes: Optional[Tensor]
-    ) -> None:
-        expected = self.get_expected_hidden_size(input, batch_sizes)
-        self.check_hidden_size(hx[0], expected, "Expected hidden[0] size {}, got {}")
-        expected = self.get_expected_cell_size(input, batch_sizes)
-        self.check_hidden_size(hx[1], expected, "Expected hidden[1] size {}, got {}")
-
-    def _lstm_proj_zero_states(
-        self, like: Tensor, batch: int, batched: bool
-    ) -> Optional[List[Tensor]]:
-        if self.proj_size == 0 or not self._lstm_state_shim:
-            return None
-        rows = self.num_layers * (2 if self.bidirectional else 1)
-        shape = [rows, batch] if batched else [rows]
-        h = like.new_zeros(shape + [self.proj_size])
-        return [h, like.new_zeros(shape + [self.hidden_size])]
-
-    # END TEMPORARY
 
     def _kernel_layer(
         self,
@@ -371,14 +317,8 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         states = None if hx is None else [hx[0], hx[1]]
         if not torch.jit.is_scripting():
             if isinstance(input, nn.utils.rnn.PackedSequence):
-                if states is None:  # TEMPORARY (o-lstm)
-                    batch = int(input.batch_sizes[0])
-                    states = self._lstm_proj_zero_states(input.data, batch, True)
                 out, s = self._kernel_packed(input, states, lengths, 2)
                 return out, (s[0], s[1])
-        if states is None and input.dim() in (2, 3):  # TEMPORARY (o-lstm)
-            batch = input.shape[0 if self.batch_first else 1]
-            states = self._lstm_proj_zero_states(input, batch, input.dim() == 3)
         output, s = self._kernel_padded(input, states, lengths, 2)
         return output, (s[0], s[1])
 

@@ -148,6 +148,8 @@ class CustomRNN(KernelStackBase, nn.RNN):
         dtype=None,
         *,
         impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
     ):
         super().__init__(
             input_size,
@@ -162,6 +164,7 @@ class CustomRNN(KernelStackBase, nn.RNN):
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+        self._kernel_options(residual, initial_state)
 
     def _kernel_layer(
         self,
