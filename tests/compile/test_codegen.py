@@ -173,3 +173,17 @@ def test_model_names_cannot_shadow_generated_definitions():
 def test_generate_rejects_empty_input():
     with pytest.raises(ValueError, match="Expected at least one ModelSpec"):
         rnnspec.generate([])
+
+
+#: generated/char_rnn.py before the cell options existed (issue 13): a plain LSTM's
+#: file must not grow because other specs can ask for more.
+CHAR_RNN_BEFORE_OPTIONS = (327, 12_557)  # (lines, bytes) at ca12d9e
+
+
+def test_a_plain_lstm_file_holds_only_what_it_uses():
+    text = (GENERATED / "char_rnn.py").read_text(encoding="utf-8")
+    lines, size = CHAR_RNN_BEFORE_OPTIONS
+    assert len(text.splitlines()) <= 1.05 * lines
+    assert len(text.encode("utf-8")) <= 1.05 * size
+    for option_code in ("residual", "initial_state", "forget_bias", "proj_size", "ln_"):
+        assert option_code not in text, option_code
