@@ -43,6 +43,7 @@ def lnlstm_onednn(h0: Tensor, w_hh: Tensor) -> bool:
         and h0.shape[0] * w_hh.numel() >= 2**19
         and torch.backends.mkldnn.is_available()
         and bool(torch.backends.mkldnn.enabled)
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # private: may go
     )
 
 
@@ -254,14 +255,12 @@ def lnlstm_row_grads(
     batch_sizes, reverse, onednn = plan
     H, G = cs.shape[1], dz.shape[1]
     nlb = torch.ops.aten.native_layer_norm_backward
-    d_xw, d_gih, _ = nlb(
-        dz, xw, [G], mean_x, rstd_x, g_ih, None, [needs[0] or needs[1], needs[4], False]
-    )
+    mask = [needs[0] or needs[1], needs[4], needs[2]]  # LN's bias there is b
+    d_xw, d_gih, d_bias = nlb(dz, xw, [G], mean_x, rstd_x, g_ih, bias, mask)
     dx = lnlstm_linear(d_xw, w_ih.t(), onednn) if needs[0] else None  # (N, input)
     d_wih: Optional[Tensor] = None
     if needs[1]:
         d_wih = lnlstm_linear(x.t(), d_xw.t(), onednn).t()  # (4H, input)
-    d_bias = dz.sum(0) if needs[2] else None
     h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, h width)
     d_whh: Optional[Tensor] = None
     if needs[3]:

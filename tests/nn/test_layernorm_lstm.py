@@ -567,6 +567,33 @@ def test_export_runs_the_plain_steps():
         torch.testing.assert_close(exported.module()(x2), model(x2), atol=1e-12, rtol=0)
 
 
+@needs_issue13_lstm
+def test_torch_compile_equals_eager():
+    """Unpadded input through torch.compile (opt-in) runs the plain steps."""
+    torch.manual_seed(7)
+    m = make_module(1, True, True, PROJ)
+    x = torch.randn(BATCH, 4, N_IN, dtype=F64)
+    weights = [torch.randn(BATCH, 4, 2 * PROJ, dtype=F64)]
+    weights += [torch.randn(2, BATCH, PROJ, dtype=F64)]
+    weights += [torch.randn(2, BATCH, HID, dtype=F64)]
+
+    def step(model):
+        m.zero_grad(set_to_none=True)
+        xx = x.clone().requires_grad_()
+        out, (h, c) = model(xx)
+        sum((t * w).sum() for t, w in zip((out, h, c), weights)).backward()
+        grads = [p.grad.clone() for p in m.parameters()]
+        return [out.detach(), h.detach(), c.detach(), xx.grad] + grads
+
+    expected = step(m)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(allow_rnn=True):
+        got = step(torch.compile(m, backend="aot_eager", fullgraph=True))
+    torch._dynamo.reset()
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
 # ---------------------------------------------------------------------------------
 # Parameters, initialisation, impl
 # ---------------------------------------------------------------------------------
