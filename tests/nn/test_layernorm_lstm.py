@@ -33,6 +33,10 @@ needs_issue13_lstm = pytest.mark.skipif(
     "initial_state" not in inspect.signature(CustomLSTM.__init__).parameters,
     reason="needs CustomLSTM with proj/forget_bias/residual keywords (issue 13)",
 )
+needs_issue13_stack = pytest.mark.skipif(
+    not hasattr(CustomLSTM, "_kernel_options"),
+    reason="needs the stack's residual / initial_state (issue 13)",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -177,7 +181,7 @@ def run(m, x, state, mode, fn=None):
     for s in final:
         loss = loss + (s * torch.randn(s.shape, generator=gen, dtype=F64)).sum()
     loss.backward()
-    grads = {"x": x.grad, "h0": state[0].grad, "c0": state[1].grad}
+    grads = {"x": x.grad, "state h": state[0].grad, "state c": state[1].grad}
     for name, p in m.named_parameters():
         grads[name] = p.grad
     return out.detach(), [s.detach() for s in final], grads
@@ -235,12 +239,6 @@ def test_no_bias_and_time_major_match_the_equations():
     got = run(time_major, x, state, "lengths", transposed)
     time_major.batch_first = True
     assert_same(got, run(time_major, x, state, "lengths", reference_fn(time_major)))
-
-
-needs_issue13_stack = pytest.mark.skipif(
-    not hasattr(CustomLSTM, "_kernel_options"),
-    reason="needs the stack's residual / initial_state (issue 13)",
-)
 
 
 @needs_issue13_lstm
