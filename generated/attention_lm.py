@@ -351,6 +351,8 @@ class RecurrentModel(nn.Module):
         self.is_lstm = isinstance(rnn, nn.LSTM)
         self.num_directions = 2 if rnn.bidirectional else 1
         self.num_states = rnn.num_layers * self.num_directions
+        # h is as wide as the outputs (proj_size for a projected LSTM), c as hidden
+        self.h_width = getattr(rnn, "proj_size", 0) or rnn.hidden_size
 
     def forward(
         self,
@@ -488,14 +490,13 @@ class RecurrentModel(nn.Module):
     ) -> Optional[Union[Tensor, Tuple[Tensor, Tensor]]]:
         if state is None:
             return None
-        hidden = self.rnn.hidden_size
-        shape = [self.num_states, batch, hidden]
+        shape = [self.num_states, batch, self.h_width]
         if self.is_lstm:
             got = _type_name(state)  # before narrowing: a loadable TorchScript
             if isinstance(state, (tuple, list)):
                 if len(state) == 2:
                     _check_shape("h0", state[0], shape)
-                    _check_shape("c0", state[1], shape)
+                    _check_shape("c0", state[1], shape[:2] + [self.rnn.hidden_size])
                     return (state[0], state[1])
             raise ValueError(
                 f"Expected state (h0, c0) of shapes {_shape(shape)} for an LSTM, "

@@ -50,6 +50,7 @@ MODULE_ORDER = (
     "rnn",
     "lstm",
     "peephole",
+    "lnlstm",
     "gru",
     "lngru",
     "attention",

@@ -509,6 +509,8 @@ class KernelStackBase:
         """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)."""
         if self.impl != "auto":
             return self.impl == "torch"
+        if self.proj_size > 0 and torch.compiler.is_compiling():
+            return False  # export: torch's ONNX exporter mis-shapes LSTM projections
         packed = isinstance(input, nn.utils.rnn.PackedSequence)
         device = input.data.device if packed else input.device
         return not (packed or lengths is not None) or device.type != "cpu"

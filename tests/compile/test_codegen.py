@@ -185,5 +185,5 @@ def test_a_plain_lstm_file_holds_only_what_it_uses():
     lines, size = CHAR_RNN_BEFORE_OPTIONS
     assert len(text.splitlines()) <= 1.05 * lines
     assert len(text.encode("utf-8")) <= 1.05 * size
-    for option_code in ("residual", "initial_state", "forget_bias", "proj_size", "ln_"):
+    for option_code in ("residual", "initial_state", "forget_bias", "ln_"):
         assert option_code not in text, option_code

@@ -101,7 +101,66 @@ ATTENTION = {
         ("additive", "combine=concat"),
     )
 }
-ALL = {**TORCH, **KERNELS, **ATTENTION}
+#: One spec per cell option of issue 13 (and all of them at once).
+OPTIONS = {
+    "proj-lstm-torch-kernel": """
+        input features 8
+        cell lstm
+        hidden 12
+        proj 6
+        layers 2
+        directions 2
+        head linear 4""",
+    "proj-peephole-packed": """
+        input features 8
+        cell lstm
+        peephole true
+        hidden 12
+        proj 5
+        packing true
+        head classes 3""",
+    "forget-bias": """
+        input tokens 50 embed=16
+        cell lstm
+        forget_bias 1.0
+        hidden 16
+        head logits""",
+    "residual-gru": """
+        input features 8
+        cell gru
+        hidden 8
+        layers 3
+        residual true
+        head linear 4""",
+    "learned-state-rnn": """
+        input features 8
+        cell rnn
+        hidden 12
+        layers 2
+        initial_state learned
+        head linear 4""",
+    "norm-gru": """
+        input features 8
+        cell gru
+        norm layer
+        hidden 12
+        directions 2
+        head linear 4""",
+    "norm-lstm-everything": """
+        input features 8
+        cell lstm
+        peephole true
+        norm layer
+        hidden 12
+        proj 6
+        layers 3
+        directions 2
+        residual true
+        initial_state learned
+        packing true
+        head classes 3""",
+}
+ALL = {**TORCH, **KERNELS, **ATTENTION, **OPTIONS}
 CASES = list(ALL)
 
 
@@ -224,6 +283,22 @@ def test_generated_class_scripts_and_exports(load_generated):
     x = inputs(spec, 2)[0]
     assert_close(torch.jit.script(model)(x), model(x))
     assert_close(torch.export.export(model, (x,)).module()(x), model(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["norm-lstm-everything"])
+def test_torch_compile_of_the_cell_options_matches_eager(name):
+    """Our kernel's plain steps under inductor (opt-in: dynamo skips nn.RNN
+    subclasses unless allowed), padded input."""
+    import torch._dynamo
+
+    spec, model, _ = make(name)
+    x = inputs(spec, 3)[0]
+    torch._dynamo.config.allow_rnn = True
+    try:
+        assert_close(torch.compile(model)(x), model(x), atol=1e-4)
+    finally:
+        torch._dynamo.config.allow_rnn = False
 
 
 @pytest.mark.slow

@@ -1,0 +1,558 @@
+"""Layer-normalised LSTM cell: `LayerNormLSTM`, a `CustomLSTM` (Ba et al. 2016).
+
+a = LN(W_ih x; γ_ih) + LN(W_hh h; γ_hh) + b_ih + b_hh     (4H: gates i, f, g, o)
+i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)           (+ p ⊙ c with peepholes)
+c' = f ⊙ c + i ⊙ g
+h' = o ⊙ tanh(LN(c'; γ_c, β_c))                          (then W_hr h' with proj)
+
+LN(v; γ, β) = γ ⊙ (v - mean v) / sqrt(var v + 1e-5) + β over the whole vector
+(biased variance; eps written as a literal, which TorchScript needs). The gate
+norms have gains only: b_ih + b_hh is their bias.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .lstm import CustomLSTM, lstm_backward_factors
+from .stack import (
+    kernel_final_rows,
+    kernel_init_grad,
+    kernel_order,
+    kernel_prev_rows,
+    kernel_recompute_grads,
+    kernel_runs_plain,
+    kernel_state_rows,
+    kernel_state_rows_grad,
+    kernel_tanh,
+)
+
+
+def lnlstm_onednn(h0: Tensor, w_hh: Tensor) -> bool:
+    """Whether `lnlstm_linear` multiplies on oneDNN's GEMM: float32 on CPU, in a
+    torch built with it (and not switched off), for steps of at least 2^19
+    multiply-adds (below, its fixed cost outweighs the gain). torch's own CPU
+    matmul is MKL's, which on some CPUs takes twice as long (AMD EPYC with AVX-512,
+    one thread: 165 vs 85 µs at 32×256 @ 256×1024); oneDNN is what torch's fused
+    LSTM runs on."""
+    return (
+        h0.dtype == torch.float32
+        and h0.device.type == "cpu"
+        and h0.shape[0] * w_hh.numel() >= 2**19
+        and torch.backends.mkldnn.is_available()
+        and bool(torch.backends.mkldnn.enabled)
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # private: may go
+    )
+
+
+def lnlstm_linear(a: Tensor, w: Tensor, onednn: bool) -> Tensor:
+    """a @ w.t() (w: out × in, any strides; with `onednn`, also a weight packed by
+    `lnlstm_packed`). Eager only, for the Function: the plain steps, which
+    autograd, TorchScript and export see, keep torch's matmul."""
+    if onednn:
+        return torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
+    return torch.mm(a, w.t())
+
+
+def lnlstm_packed(w: Tensor, rows: int, onednn: bool) -> Tensor:
+    """w laid out for `lnlstm_linear` of `rows`-row inputs: packed by oneDNN (a
+    step's GEMM takes 80 instead of 97 µs above), else as it is."""
+    if onednn:
+        return torch.ops.mkldnn._reorder_linear_weight(w, rows)
+    return w
+
+
+def lnlstm_norm_grad(
+    grad: Tensor, v: Tensor, mean: Tensor, rstd: Tensor, gain: Tensor
+) -> Tensor:
+    """Gradient of v (rows) through γ ⊙ (v - mean) rstd, from the saved statistics."""
+    mask = [True, False, False]
+    shape = [v.shape[1]]
+    return torch.ops.aten.native_layer_norm_backward(
+        grad, v, shape, mean, rstd, gain, None, mask
+    )[0]
+
+
+class LNLSTMKernelFunction(torch.autograd.Function):
+    """One direction of one layer-normalised LSTM layer (equations in LayerNormLSTM).
+
+    Forward: the input part γ_ih LN(W_ih x) + b of every step at once (one matmul,
+    one normalisation over all rows), then per step the recurrent matmul, its
+    normalisation, the gates and LN(c); it saves the pre-normalisation rows and
+    their statistics. Backward runs LayerNorm's backward inside the recurrence (of
+    LN(c) and of LN(W_hh h), per step, from the saved statistics); the weight and
+    gain gradients are then one matmul or one reduction over all steps.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        g_ih,
+        g_hh,
+        g_c,
+        b_c,
+        peep,
+        w_hr,
+        h0,
+        c0,
+        batch_sizes,
+        reverse,
+    ):
+        H = c0.shape[1]
+        G = 4 * H
+        onednn = lnlstm_onednn(h0, w_hh)
+        xw = lnlstm_linear(x, w_ih, onednn)  # (N, 4H) W_ih x of every row
+        # gates: γ_ih LN(W_ih x) + b, each step completes its rows in place
+        gates, mean_x, rstd_x = torch.native_layer_norm(xw, [G], g_ih, bias, 1e-5)
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
+        ms = torch.empty_like(cs)  # (N, H) o ⊙ tanh(LN(c_t)): h_t unless projected
+        gs, css, mss = (t.split(batch_sizes) for t in (gates, cs, ms))
+        steps = len(gs)
+        rows: List[List[Tensor]] = [[] for _ in range(steps)]  # per step, in order
+        w_step = lnlstm_packed(w_hh, h0.shape[0], onednn)
+        h_done: List[Tensor] = []
+        c_done: List[Tensor] = []
+        h, c = h0[:0], c0[:0]
+        for t in kernel_order(steps, reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            hw = lnlstm_linear(h_prev, w_step, onednn)  # (size, 4H)
+            norm_h, mean_h, rstd_h = torch.native_layer_norm(hw, [G], g_hh, None, 1e-5)
+            a = gs[t].add_(norm_h)  # (size, 4H) pre-activations
+            i, f, g, o = a.chunk(4, 1)
+            if peep is None:
+                a[:, : 2 * H].sigmoid_()  # i, f
+            else:
+                a_if = a[:, : 2 * H].view(size, 2, H)  # i, f see c_{t-1}
+                a_if.addcmul_(c_prev.unsqueeze(1), peep[: 2 * H].view(2, H)).sigmoid_()
+            kernel_tanh(g, out=g)
+            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
+            if peep is not None:
+                o.addcmul_(c, peep[2 * H :])  # o sees c_t
+            o.sigmoid_()
+            norm_c, mean_c, rstd_c = torch.native_layer_norm(c, [H], g_c, b_c, 1e-5)
+            h = kernel_tanh(norm_c, out=mss[t]).mul_(o)
+            if w_hr is not None:
+                h = lnlstm_linear(h, w_hr, onednn)  # (size, P)
+            rows[t] = [hw, mean_h, rstd_h, norm_c, mean_c, rstd_c, h]
+        hws, mean_h, rstd_h, norm_c, mean_c, rstd_c = (
+            torch.cat([r[k] for r in rows]) for k in range(6)
+        )
+        hs = ms if w_hr is None else torch.cat([r[6] for r in rows])  # outputs
+        ctx.save_for_backward(
+            *(x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0),
+            *(xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h),
+            *(cs, mean_c, rstd_c, norm_c, ms, hs),
+        )
+        ctx.plan = (batch_sizes, reverse, onednn)
+        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn, d_cn):
+        saved = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+            batch_sizes, reverse = ctx.plan[0], ctx.plan[1]
+
+            def plain(*inputs):
+                return lnlstm_kernel_plain(*inputs, batch_sizes, reverse)
+
+            grads = kernel_recompute_grads(
+                plain, list(saved[:12]), ctx.needs_input_grad, [d_hs, d_hn, d_cn]
+            )
+            return (*grads, None, None)
+        grads = lnlstm_backward(
+            saved, [d_hs, d_hn, d_cn], ctx.plan, ctx.needs_input_grad
+        )
+        return (*grads, None, None)
+
+
+def lnlstm_backward(
+    saved: Tuple[Tensor, ...],
+    outputs_grads: List[Tensor],
+    plan: Tuple[List[int], bool, bool],
+    needs: Tuple[bool, ...],
+) -> List[Optional[Tensor]]:
+    """LNLSTMKernelFunction's hand-written backward: the gradients of its 12 inputs.
+
+    The factors that do not depend on the recurrence come first, for all rows
+    (`lstm_backward_factors`, with LN(c_t) in place of c_t: dz_{i,f,g} = dc_t P,
+    dz_o = dm_t P_o, d LN(c_t) = dm_t K); the steps then run the two LayerNorm
+    backwards and the recurrent matmul; the rest are reductions over all rows.
+    """
+    x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0 = saved[:12]
+    xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h = saved[12:19]
+    cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:]
+    d_hs, d_hn, d_cn = outputs_grads
+    batch_sizes, reverse, onednn = plan
+    H = c0.shape[1]
+    c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
+    dz, K = lstm_backward_factors(gates, c_prev, norm_c)  # dz holds P for now
+    d_norm_c = torch.empty_like(cs)  # (N, H) gradient of LN(c_t)
+    d_h = torch.empty_like(hs)  # (N, h width) gradient of h_t
+    split = [t.split(batch_sizes) for t in (d_hs, dz, K, d_norm_c, d_h)]
+    d_outs, dzs, Ks, d_norm_cs, d_hs_ = split
+    d_hws_: List[Tensor] = list(dzs)  # per step: gradient of W_hh h_{t-1}
+    saved_rows = [t.split(batch_sizes) for t in (cs, mean_c, rstd_c, hws)]
+    css, mean_cs, rstd_cs, hws_ = saved_rows
+    mean_hs, rstd_hs = mean_h.split(batch_sizes), rstd_h.split(batch_sizes)
+    fs = gates[:, H : 2 * H].split(batch_sizes)
+    h_grads: List[Tensor] = []
+    c_grads: List[Tensor] = []
+    dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
+    for t in kernel_order(len(dzs), not reverse):
+        size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
+        dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
+        dh = torch.add(dh, d_outs[t], out=d_hs_[t])
+        dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c_t))
+        if w_hr is not None:
+            dm = lnlstm_linear(dh, w_hr.t(), onednn)
+        dz_o = dzt[:, 3 * H :].mul_(dm)
+        d_nc = torch.mul(dm, Ks[t], out=d_norm_cs[t])
+        dc = kernel_state_rows_grad(dc, d_cn, size, c_grads) + lnlstm_norm_grad(
+            d_nc, css[t], mean_cs[t], rstd_cs[t], g_c
+        )
+        if peep is not None:
+            dc.addcmul_(dz_o, peep[2 * H :])  # o saw c_t
+        dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+        d_hw = lnlstm_norm_grad(dzt, hws_[t], mean_hs[t], rstd_hs[t], g_hh)
+        d_hws_[t] = d_hw
+        dh = lnlstm_linear(d_hw, w_hh.t(), onednn)  # (size, h width)
+        dc = dc * fs[t]
+        if peep is not None:  # i and f saw c_{t-1}
+            dc.addcmul_(dzt[:, :H], peep[:H]).addcmul_(
+                dzt[:, H : 2 * H], peep[H : 2 * H]
+            )
+    kernel_state_rows_grad(dh, d_hn, 0, h_grads)
+    kernel_state_rows_grad(dc, d_cn, 0, c_grads)
+    d_hws = torch.cat(d_hws_)  # (N, 4H)
+    rows = lnlstm_row_grads(saved, dz, d_hws, d_norm_c, d_h, c_prev, plan, needs)
+    return rows + [kernel_init_grad(h_grads), kernel_init_grad(c_grads)]
+
+
+def lnlstm_row_grads(
+    saved: Tuple[Tensor, ...],
+    dz: Tensor,
+    d_hws: Tensor,
+    d_norm_c: Tensor,
+    d_h: Tensor,
+    c_prev: Tensor,
+    plan: Tuple[List[int], bool, bool],
+    needs: Tuple[bool, ...],
+) -> List[Optional[Tensor]]:
+    """Gradients of x and of every weight from the per-row gradients of the steps:
+    one matmul or one LayerNorm backward over all rows each. A weight gradient
+    dzᵀ v is (vᵀ dz)ᵀ: oneDNN then copies the narrower vᵀ, not dzᵀ."""
+    x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0 = saved[:12]
+    xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h = saved[12:19]
+    cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:]
+    batch_sizes, reverse, onednn = plan
+    H, G = cs.shape[1], dz.shape[1]
+    nlb = torch.ops.aten.native_layer_norm_backward
+    mask = [needs[0] or needs[1], needs[4], needs[2]]  # LN's bias there is b
+    d_xw, d_gih, d_bias = nlb(dz, xw, [G], mean_x, rstd_x, g_ih, bias, mask)
+    dx = lnlstm_linear(d_xw, w_ih.t(), onednn) if needs[0] else None  # (N, input)
+    d_wih: Optional[Tensor] = None
+    if needs[1]:
+        d_wih = lnlstm_linear(x.t(), d_xw.t(), onednn).t()  # (4H, input)
+    h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, h width)
+    d_whh: Optional[Tensor] = None
+    if needs[3]:
+        d_whh = lnlstm_linear(h_prev.t(), d_hws.t(), onednn).t()  # (4H, h width)
+    d_ghh = nlb(dz, hws, [G], mean_h, rstd_h, g_hh, None, [False, needs[5], False])[1]
+    _, d_gc, d_bc = nlb(
+        d_norm_c, cs, [H], mean_c, rstd_c, g_c, b_c, [False, needs[6], needs[7]]
+    )
+    d_peep: Optional[Tensor] = None
+    if peep is not None and needs[8]:
+        d_peep = torch.cat(
+            [
+                (dz[:, :H] * c_prev).sum(0),
+                (dz[:, H : 2 * H] * c_prev).sum(0),
+                (dz[:, 3 * H :] * cs).sum(0),
+            ]
+        )
+    d_whr = None
+    if w_hr is not None and needs[9]:
+        d_whr = lnlstm_linear(d_h.t(), ms.t(), onednn)  # (P, H)
+    return [dx, d_wih, d_bias, d_whh, d_gih, d_ghh, d_gc, d_bc, d_peep, d_whr]
+
+
+def lnlstm_kernel_plain(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    g_ih: Tensor,
+    g_hh: Tensor,
+    g_c: Tensor,
+    b_c: Tensor,
+    peep: Optional[Tensor],
+    w_hr: Optional[Tensor],
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """LNLSTMKernelFunction's forward step for step, left to autograd."""
+    H = c0.shape[1]
+    G = 4 * H
+    xn = F.layer_norm(torch.mm(x, w_ih.t()), [G], g_ih, bias, 1e-5)
+    xs = xn.split(batch_sizes)
+    w_t = w_hh.t()
+    hs: List[Tensor] = []
+    h_done: List[Tensor] = []
+    c_done: List[Tensor] = []
+    h, c = h0[:0], c0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, h_done)
+        c_prev = kernel_state_rows(c, c0, size, c_done)
+        hw = F.layer_norm(torch.mm(h_prev, w_t), [G], g_hh, None, 1e-5)
+        a = xs[t] + hw  # (size, 4H)
+        a_if = a[:, : 2 * H]
+        if peep is not None:  # i, f see c_{t-1}
+            p_if = peep[: 2 * H].view(2, H)
+            a_if = a_if.view(size, 2, H).addcmul(c_prev.unsqueeze(1), p_if)
+        i, f = a_if.sigmoid().view(size, 2 * H).chunk(2, 1)
+        g = kernel_tanh(a[:, 2 * H : 3 * H])
+        c = torch.addcmul(f * c_prev, i, g)
+        a_o = a[:, 3 * H :]
+        if peep is not None:  # o sees c_t
+            a_o = a_o.addcmul(c, peep[2 * H :])
+        norm_c = F.layer_norm(c, [H], g_c, b_c, 1e-5)
+        h = kernel_tanh(norm_c) * a_o.sigmoid()
+        if w_hr is not None:
+            h = torch.mm(h, w_hr.t())
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+
+def lnlstm_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    norms: List[Tensor],
+    peep: Optional[Tensor],
+    w_hr: Optional[Tensor],
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(N, h width) outputs and (B, ·) final h, c of one layer-direction; `norms`
+    are its γ_ih, γ_hh, γ_c, β_c."""
+    g_ih, g_hh, g_c, b_c = norms[0], norms[1], norms[2], norms[3]
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        return lnlstm_kernel_plain(
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            g_ih,
+            g_hh,
+            g_c,
+            b_c,
+            peep,
+            w_hr,
+            h0,
+            c0,
+            batch_sizes,
+            reverse,
+        )
+    out, h_n, c_n = LNLSTMKernelFunction.apply(
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        g_ih,
+        g_hh,
+        g_c,
+        b_c,
+        peep,
+        w_hr,
+        h0,
+        c0,
+        batch_sizes,
+        reverse,
+    )
+    return out, h_n, c_n
+
+
+class LayerNormLSTM(CustomLSTM):
+    """LSTM with layer normalisation (Ba et al. 2016; x = input, h, c = state):
+
+        a = LN(W_ih x; γ_ih) + LN(W_hh h; γ_hh) + b_ih + b_hh    (4H: i, f, g, o)
+        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)
+        c' = f ⊙ c + i ⊙ g
+        h' = o ⊙ tanh(LN(c'; γ_c, β_c))
+
+    LN normalises the whole vector (4H or H; biased variance, eps 1e-5). With
+    peephole=True, a_i += p_i ⊙ c, a_f += p_f ⊙ c and a_o += p_o ⊙ c' (PeepholeLSTM's
+    terms); with proj_size=P, h' = W_hr (o ⊙ tanh(LN(c'))), P wide, as torch's.
+    torch's LSTM parameters (drawn as nn.LSTM draws them), then per layer-direction
+    `weight_ln_ih_l{k}`, `weight_ln_hh_l{k}` (4H, ones), `weight_ln_c_l{k}` (H,
+    ones), `bias_ln_c_l{k}` (H, zeros) and with peepholes `weight_ch_l{k}` (3H,
+    zeros), `_reverse` for the second direction: no random draws. A state dict
+    without peepholes loads into a peephole model as p = 0. Always our kernel (impl
+    "custom" or "auto").
+    """
+
+    peephole: bool
+    _flat_layer_norms: List[Tensor]
+    _flat_peepholes: List[Tensor]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+        peephole: bool = False,
+        forget_bias: Optional[float] = None,
+        residual: bool = False,
+        initial_state: str = "zeros",
+    ):
+        if peephole is not True and peephole is not False:
+            raise ValueError(f"Expected peephole True or False, got {peephole!r}")
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            impl=impl,
+            forget_bias=forget_bias,
+            residual=residual,
+            initial_state=initial_state,
+        )
+        self.peephole = peephole
+        H = hidden_size
+        suffixes = ["", "_reverse"] if bidirectional else [""]
+        layer_norms = [
+            ("weight_ln_ih", 4 * H, 1.0),
+            ("weight_ln_hh", 4 * H, 1.0),
+            ("weight_ln_c", H, 1.0),
+            ("bias_ln_c", H, 0.0),
+        ]
+        if peephole:
+            layer_norms.append(("weight_ch", 3 * H, 0.0))
+        norm_names: List[str] = []
+        peephole_names: List[str] = []
+        for k in range(num_layers):
+            for s in suffixes:
+                for stem, size, value in layer_norms:  # no random draws
+                    name = f"{stem}_l{k}{s}"
+                    names = peephole_names if stem == "weight_ch" else norm_names
+                    names.append(name)
+                    full = torch.full((size,), value, device=device, dtype=dtype)
+                    setattr(self, name, nn.Parameter(full))
+        self._layer_norm_names = norm_names
+        self._peephole_names = peephole_names
+        self._init_flat_weights()
+
+    def _kernel_impls(self) -> Tuple[str, ...]:
+        return ("custom", "auto")  # torch has no layer-normalised LSTM
+
+    def _init_flat_weights(self) -> None:
+        # torch refreshes its weight list here (init, .to(), changed weights); keep
+        # ours with it, as plain lists so that TorchScript sees List[Tensor]
+        super()._init_flat_weights()
+        norms = getattr(self, "_layer_norm_names", [])
+        peepholes = getattr(self, "_peephole_names", [])
+        self._flat_layer_norms = [getattr(self, n) for n in norms if hasattr(self, n)]
+        self._flat_peepholes = [getattr(self, n) for n in peepholes if hasattr(self, n)]
+
+    def _weights_have_changed(self) -> bool:
+        ours = zip(
+            self._flat_layer_norms + self._flat_peepholes,
+            self._layer_norm_names + self._peephole_names,
+            strict=True,
+        )
+        replaced = any(p is not getattr(self, n) for p, n in ours)
+        return replaced or super()._weights_have_changed()
+
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ):
+        # a state dict without peepholes (peephole=False): load it as p = 0
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        for name in self._peephole_names:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+                with torch.no_grad():
+                    getattr(self, name).zero_()
+
+    def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
+        return False
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        norms = self._flat_layer_norms[4 * k : 4 * k + 4]
+        peep: Optional[Tensor] = None
+        if self.peephole:
+            peep = self._flat_peepholes[k]
+        w_hr = self._kernel_proj_weight(k)
+        out, h_n, c_n = lnlstm_kernel_layer(
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            norms,
+            peep,
+            w_hr,
+            state[0],
+            state[1],
+            batch_sizes,
+            reverse,
+        )
+        return out, [h_n, c_n]
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", peephole=True" if self.peephole else "")
