@@ -10,7 +10,7 @@ run and that cost more to compute than the rest of a build:
   `grammar_sha256` matches the grammar and `lark_version` the installed lark.
 
 A stale entry is ignored (the slow path gives the same result), and
-tests/lang/test_hardening_lang.py fails until it is refreshed with
+tests/lang/test_limits_and_encoding.py fails until it is refreshed with
 
     python -m rnnspec.prebuild
 
