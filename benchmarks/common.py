@@ -28,12 +28,23 @@ def machine() -> str:
 
 
 def add_kernel_arguments(
-    parser: argparse.ArgumentParser, repeats: int, batch: int, steps: int
+    parser: argparse.ArgumentParser,
+    repeats: int,
+    batch: int,
+    steps: int,
+    threads: int | None = None,
 ) -> None:
-    """The flags benchmarks/kernels.py and benchmarks/packing.py share."""
+    """The flags the kernel benchmarks share; `threads` is the default of
+    --threads (None: torch's own)."""
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--quick", action="store_true", help="small sizes, 3 repeats")
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--size", type=int, default=256, help="input = hidden size")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    default = "torch's" if threads is None else threads
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=threads,
+        help=f"torch threads (default: {default})",
+    )

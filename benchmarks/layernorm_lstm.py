@@ -127,10 +127,10 @@ def time_training_steps(models, x, grad, repeats, seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_kernel_arguments(parser, repeats=21, batch=32, steps=100)
+    add_kernel_arguments(parser, repeats=21, batch=32, steps=100, threads=1)
     parser.add_argument("--seconds", type=float, default=60.0, help="time budget")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads or 1)
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.repeats, args.batch, args.steps, args.size = 3, 8, 20, 64
     torch.manual_seed(0)
