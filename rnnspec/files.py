@@ -27,7 +27,7 @@ from pathlib import Path
 TMP_SUFFIX = ".rnnspec-tmp"
 BACKUP_SUFFIX = ".rnnspec-backup"
 STALE_SECONDS = 600
-# `.NAME.XXXXXXXX.rnnspec-tmp`: mkstemp's eight random characters.
+# `.NAME.<8 random characters>.rnnspec-tmp`, as mkstemp names them.
 _TMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))
 
 
@@ -187,9 +187,10 @@ def _rewrite_in_place(path: Path, data: bytes) -> None:
     """Overwrite a hard-linked file's contents, keeping its inode (and so its links).
 
     A rename would give `path` a new inode and leave the other names on the old text.
-    The old text is first saved to a visible `NAME.XXXXXXXX.rnnspec-backup` beside it,
-    flushed to disk: a process killed mid-write leaves that copy for the user, and an
-    error restores it. The backup is removed once the new text is on disk.
+    The old text is first saved beside it, to a visible
+    `NAME.<8 random characters>.rnnspec-backup`, flushed to disk: a process killed
+    mid-write leaves that copy for the user, and an error restores it. The backup is
+    removed once the new text is on disk.
     """
     old = path.read_bytes()
     fd, name = tempfile.mkstemp(
