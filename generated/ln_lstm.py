@@ -892,6 +892,36 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         return super().extra_repr() + f", forget_bias={self.forget_bias!r}"
 
 
+class PeepholesLoadAsZero:
+    """Mixed in before an LSTM with peepholes `_peephole_names`: a state dict without
+    them (a plain LSTM's, or one saved with peephole=False) loads them as p = 0."""
+
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ):
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        for name in self._peephole_names:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+                with torch.no_grad():
+                    getattr(self, name).zero_()
+
+
 def lnlstm_onednn(h0: Tensor, w_hh: Tensor) -> bool:
     """Whether `lnlstm_linear` multiplies on oneDNN's GEMM: float32 on CPU, in a
     torch built with it (and not switched off), for steps of at least 2^19
@@ -1251,7 +1281,7 @@ def lnlstm_kernel_layer(
     return out, h_n, c_n
 
 
-class LayerNormLSTM(CustomLSTM):
+class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
     """LSTM with layer normalisation (Ba et al. 2016; x = input, h, c = state):
 
         a = LN(W_ih x; γ_ih) + LN(W_hh h; γ_hh) + b_ih + b_hh    (4H: i, f, g, o)
@@ -1356,32 +1386,6 @@ class LayerNormLSTM(CustomLSTM):
         )
         replaced = any(p is not getattr(self, n) for p, n in ours)
         return replaced or super()._weights_have_changed()
-
-    def _load_from_state_dict(
-        self,
-        state_dict,
-        prefix,
-        local_metadata,
-        strict,
-        missing_keys,
-        unexpected_keys,
-        error_msgs,
-    ):
-        # a state dict without peepholes (peephole=False): load it as p = 0
-        super()._load_from_state_dict(
-            state_dict,
-            prefix,
-            local_metadata,
-            strict,
-            missing_keys,
-            unexpected_keys,
-            error_msgs,
-        )
-        for name in self._peephole_names:
-            if prefix + name in missing_keys:
-                missing_keys.remove(prefix + name)
-                with torch.no_grad():
-                    getattr(self, name).zero_()
 
     def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
         return False

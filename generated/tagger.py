@@ -1055,7 +1055,37 @@ def peephole_kernel_layer(
     return out, h_n, c_n
 
 
-class PeepholeLSTM(CustomLSTM):
+class PeepholesLoadAsZero:
+    """Mixed in before an LSTM with peepholes `_peephole_names`: a state dict without
+    them (a plain LSTM's, or one saved with peephole=False) loads them as p = 0."""
+
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ):
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        for name in self._peephole_names:
+            if prefix + name in missing_keys:
+                missing_keys.remove(prefix + name)
+                with torch.no_grad():
+                    getattr(self, name).zero_()
+
+
+class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
     """LSTM with peephole connections (after Gers & Schmidhuber), c = previous cell:
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi + p_i ⊙ c)
@@ -1130,32 +1160,6 @@ class PeepholeLSTM(CustomLSTM):
         peepholes = zip(self._flat_peepholes, self._peephole_names, strict=True)
         replaced = any(p is not getattr(self, n) for p, n in peepholes)
         return replaced or super()._weights_have_changed()
-
-    def _load_from_state_dict(
-        self,
-        state_dict,
-        prefix,
-        local_metadata,
-        strict,
-        missing_keys,
-        unexpected_keys,
-        error_msgs,
-    ):
-        # a plain LSTM's state dict has no peepholes: load it as p = 0
-        super()._load_from_state_dict(
-            state_dict,
-            prefix,
-            local_metadata,
-            strict,
-            missing_keys,
-            unexpected_keys,
-            error_msgs,
-        )
-        for name in self._peephole_names:
-            if prefix + name in missing_keys:
-                missing_keys.remove(prefix + name)
-                with torch.no_grad():
-                    getattr(self, name).zero_()
 
     def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
         return False

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .lstm import CustomLSTM, lstm_backward_factors
+from .peephole import PeepholesLoadAsZero
 from .stack import (
     kernel_final_rows,
     kernel_init_grad,
@@ -389,7 +390,7 @@ def lnlstm_kernel_layer(
     return out, h_n, c_n
 
 
-class LayerNormLSTM(CustomLSTM):
+class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
     """LSTM with layer normalisation (Ba et al. 2016; x = input, h, c = state):
 
         a = LN(W_ih x; γ_ih) + LN(W_hh h; γ_hh) + b_ih + b_hh    (4H: i, f, g, o)
@@ -494,32 +495,6 @@ class LayerNormLSTM(CustomLSTM):
         )
         replaced = any(p is not getattr(self, n) for p, n in ours)
         return replaced or super()._weights_have_changed()
-
-    def _load_from_state_dict(
-        self,
-        state_dict,
-        prefix,
-        local_metadata,
-        strict,
-        missing_keys,
-        unexpected_keys,
-        error_msgs,
-    ):
-        # a state dict without peepholes (peephole=False): load it as p = 0
-        super()._load_from_state_dict(
-            state_dict,
-            prefix,
-            local_metadata,
-            strict,
-            missing_keys,
-            unexpected_keys,
-            error_msgs,
-        )
-        for name in self._peephole_names:
-            if prefix + name in missing_keys:
-                missing_keys.remove(prefix + name)
-                with torch.no_grad():
-                    getattr(self, name).zero_()
 
     def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
         return False
