@@ -19,11 +19,7 @@ gives the median time of each and the median of the per-repeat ratios; for the
 loop also loop / nn.LSTM, how far a kernel as fast as torch's own would get.
 """
 
-import argparse
-import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,11 +27,8 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
+from benchmarks.common import layer_norm_main  # noqa: E402
 from rnnspec.nn import LayerNormLSTM  # noqa: E402
-
-#: contender: (target, which ratio)
-TARGETS = {"torch": ("≤ 1.6×", "ours / torch"), "loop": ("≥ 3×", "loop / ours")}
 
 
 class LayerNormLSTMCell(nn.Module):
@@ -100,74 +93,14 @@ def contenders(size: int):
     return {"torch": theirs, "ours": ours, "loop": LoopLSTM(size, size).load_from(ours)}
 
 
-def time_training_steps(models, x, grad, repeats, seconds):
-    """{name: [seconds per training step]}, contenders interleaved."""
-
-    def step(m):
-        m.zero_grad(set_to_none=True)
-        x.grad = None
-        out, _ = m(x)
-        out.backward(grad)
-
-    names = list(models)
-    for m in models.values():  # warm-up (oneDNN primitives, allocator)
-        step(m)
-        step(m)
-    times = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(repeats):
-        if r >= 3 and time.perf_counter() - start > seconds:
-            break
-        for n in names[r % len(names) :] + names[: r % len(names)]:
-            t = time.perf_counter()
-            step(models[n])
-            times[n].append(time.perf_counter() - t)
-    return times
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_kernel_arguments(parser, repeats=21, batch=32, steps=100, threads=1)
-    parser.add_argument("--seconds", type=float, default=60.0, help="time budget")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.quick:
-        args.repeats, args.batch, args.steps, args.size = 3, 8, 20, 64
-    torch.manual_seed(0)
-    models = contenders(args.size)
-    x = torch.randn(args.batch, args.steps, args.size, requires_grad=True)
-    grad = torch.randn(args.batch, args.steps, args.size)
-    with torch.no_grad():  # the loop computes the same cell
-        torch.testing.assert_close(
-            models["loop"](x)[0], models["ours"](x)[0], atol=5e-4, rtol=1e-3
-        )
-
-    print(f"machine: {machine()}")
-    print(f"load average before: {os.getloadavg()[0]:.2f}")
-    times = time_training_steps(models, x, grad, args.repeats, args.seconds)
-    print(
-        f"B={args.batch}, T={args.steps}, input=hidden={args.size}, one layer, "
-        f"float32, forward + backward, median of {len(times['ours'])} repeats\n"
+    layer_norm_main(
+        __doc__.split("\n")[0],
+        contenders,
+        ("LayerNormLSTM", "nn.LSTM"),
+        (5e-4, 1e-3),
+        argv,
     )
-    print("| contender | ms | ratio | target |")
-    print("|---|---:|---:|---|")
-    for name in ("torch", "ours", "loop"):
-        ms = 1e3 * statistics.median(times[name])
-        if name == "ours":
-            print(f"| LayerNormLSTM (ours) | {ms:.1f} | — | — |")
-            continue
-        pairs = list(zip(times["ours"], times[name], times["torch"]))
-        if name == "torch":
-            ratio = statistics.median(a / b for a, b, _ in pairs)
-            label, note = "nn.LSTM (no layer norm)", ""
-        else:
-            ratio = statistics.median(b / a for a, b, _ in pairs)
-            label = "per-step nn.LayerNorm loop"
-            ceiling = statistics.median(b / c for _, b, c in pairs)
-            note = f" (loop / nn.LSTM {ceiling:.2f}×)"
-        target, which = TARGETS[name]
-        print(f"| {label} | {ms:.1f} | {which} {ratio:.2f}×{note} | {target} |")
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
