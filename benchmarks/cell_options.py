@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,7 +31,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import rnnspec  # noqa: E402
-from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    add_kernel_arguments,
+    machine,
+    time_training_steps,
+)
 
 #: (label, the spec lines it adds); the first is the yardstick
 OPTIONS = [
@@ -107,31 +110,6 @@ def check(models: dict, x: torch.Tensor) -> None:
         torch.testing.assert_close(
             model(x)[0], residual_reference(plain, x), atol=1e-5, rtol=1e-4
         )
-
-
-def time_training_steps(models, x, grad, repeats, seconds):
-    """{label: [seconds per training step]}, models interleaved."""
-
-    def step(m):
-        m.zero_grad(set_to_none=True)
-        x.grad = None
-        out, _ = m(x)
-        out.backward(grad)
-
-    names = list(models)
-    for m in models.values():  # warm-up (oneDNN primitives, allocator)
-        step(m)
-        step(m)
-    times = {n: [] for n in names}
-    start = time.perf_counter()
-    for r in range(repeats):
-        if r >= 3 and time.perf_counter() - start > seconds:
-            break
-        for n in names[r % len(names) :] + names[: r % len(names)]:
-            t = time.perf_counter()
-            step(models[n])
-            times[n].append(time.perf_counter() - t)
-    return times
 
 
 def main(argv=None):
