@@ -222,6 +222,38 @@ def kernel_check_lengths(lengths: Tensor, batch: int, steps: int) -> Tensor:
     return lengths
 
 
+def kernel_check_rate(name: str, p: float) -> float:
+    """A drop or keep probability in [0, 1), as a float."""
+    number = isinstance(p, (int, float)) and not isinstance(p, bool)
+    if not number or not 0.0 <= p < 1.0:
+        raise ValueError(f"Expected {name} in [0, 1), got {p!r}")
+    return float(p)
+
+
+def kernel_row_ranks(batch_sizes: List[int], batch: int) -> Tuple[Tensor, Tensor]:
+    """For every packed row, its step t and its rank j in the length-sorted batch.
+
+    Row j of step t belongs to the j-th longest sequence: a per-sequence tensor
+    sorted by length, indexed by j, lines up with the packed rows.
+    """
+    sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    valid = torch.arange(batch).unsqueeze(0) < sizes.unsqueeze(1)  # (T, B)
+    steps = torch.arange(len(batch_sizes)).unsqueeze(1).expand(-1, batch)
+    ranks = torch.arange(batch).unsqueeze(0).expand(len(batch_sizes), -1)
+    return steps[valid], ranks[valid]
+
+
+def kernel_time_major_rows(
+    batch_sizes: List[int], order: Optional[Tensor], batch: int
+) -> Tensor:
+    """For every packed row, its row in a (T*B, ...) time-major tensor whose
+    sequences are in the caller's order (`order[j]`: the j-th longest sequence)."""
+    steps, ranks = kernel_row_ranks(batch_sizes, batch)
+    if order is not None:
+        ranks = order.cpu().index_select(0, ranks)
+    return steps * batch + ranks
+
+
 class KernelStackBase:
     """Layer/direction/packing logic shared by the four kernel modules.
 
@@ -233,13 +265,28 @@ class KernelStackBase:
     `_kernel_options` after torch's.
     """
 
-    def _kernel_options(self, residual: bool, initial_state: str) -> None:
+    def _kernel_options(
+        self,
+        residual: bool = False,
+        initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
+    ) -> None:
         """Check and keep the options every kernel class takes as keywords.
 
         Called by each class's __init__ after torch's, so that the learned initial
         states `h0` (L*D, P or H) and, for LSTMs, `c0` (L*D, H) come after torch's
         parameters and draw no random numbers (zeros): the same seed gives torch's
         weights. Without them `h0` and `c0` are None (no parameter).
+
+        The regularizers (design section 9), all off by default: `recurrent_dropout`
+        (one mask per sequence over the recurrent input h_{t-1}), `weight_drop`
+        (DropConnect on W_hh), `zoneout` (h keeps its previous value; `zoneout_cell`
+        for an LSTM's c, default `zoneout`), `locked_dropout` (the dropout between
+        layers draws one mask per sequence for all steps).
         """
         if residual is not True and residual is not False:
             raise ValueError(f"Expected residual True or False, got {residual!r}")
@@ -262,6 +309,35 @@ class KernelStackBase:
             if initial_state == "learned" and j < len(sizes):
                 state = nn.Parameter(like.new_zeros(rows, sizes[j]))
             self.register_parameter(name, state)
+        self.recurrent_dropout = kernel_check_rate(
+            "recurrent_dropout", recurrent_dropout
+        )
+        self.weight_drop = kernel_check_rate("weight_drop", weight_drop)
+        self.zoneout = kernel_check_rate("zoneout", zoneout)
+        if zoneout_cell is not None and self.mode != "LSTM":
+            raise ValueError(
+                f"Expected zoneout_cell=None for {self.mode} (only an LSTM has a "
+                f"cell state), got {zoneout_cell!r}"
+            )
+        if zoneout_cell is None:
+            zoneout_cell = self.zoneout if self.mode == "LSTM" else 0.0
+        self.zoneout_cell = kernel_check_rate("zoneout_cell", zoneout_cell)
+        if locked_dropout is not True and locked_dropout is not False:
+            raise ValueError(
+                f"Expected locked_dropout True or False, got {locked_dropout!r}"
+            )
+        self.locked_dropout = locked_dropout
+        if self.impl == "torch" and self._kernel_changes_step():
+            raise ValueError(
+                "Expected impl 'custom' or 'auto' with recurrent_dropout or zoneout "
+                "(they change the recurrent step, which torch's kernel cannot), "
+                "got 'torch'"
+            )
+
+    def _kernel_changes_step(self) -> bool:
+        """Whether an option changes the recurrent step (only our kernel runs it)."""
+        zoneout = self.zoneout > 0 or self.zoneout_cell > 0
+        return zoneout or self.recurrent_dropout > 0
 
     def _kernel_state_sizes(self) -> List[int]:
         """Widths of the states: [h] or, for LSTMs, [h, c]; h is P wide with proj."""
@@ -307,22 +383,95 @@ class KernelStackBase:
         n = self._kernel_weight_stride()
         return self._flat_weights[k * n + n - 1]
 
+    def _kernel_step_masks(
+        self, k: int, batch: int, steps: int, like: Tensor
+    ) -> List[Optional[Tensor]]:
+        """The masks of layer-direction k that change the step, in sequence order.
+
+        In training, drawn from torch's global RNG in this order, for each
+        layer-direction just before it runs: the recurrent-dropout mask (B, W),
+        Bernoulli(1-P)/(1-P), the same at every step; the zoneout masks of h
+        (T, B, W) and of c (T, B, H), Bernoulli(P) (1: the unit keeps its previous
+        value). W is h's width (P with proj). None where an option is off, and in
+        eval (zoneout then blends by its rate: `_kernel_zoneout_rows`). Tests wrap
+        this method to record the masks.
+        """
+        masks: List[Optional[Tensor]] = [None, None, None]
+        if not self.training:
+            return masks
+        sizes = self._kernel_state_sizes()
+        p = self.recurrent_dropout
+        if p > 0:
+            masks[0] = like.new_empty(batch, sizes[0]).bernoulli_(1 - p).div_(1 - p)
+        if self.zoneout > 0:
+            masks[1] = like.new_empty(steps, batch, sizes[0]).bernoulli_(self.zoneout)
+        if self.zoneout_cell > 0:
+            c_size = sizes[len(sizes) - 1]
+            masks[2] = like.new_empty(steps, batch, c_size).bernoulli_(
+                self.zoneout_cell
+            )
+        return masks
+
+    def _kernel_packed_masks(
+        self,
+        masks: List[Optional[Tensor]],
+        rows: int,
+        order: Optional[Tensor],
+        time_rows: Optional[Tensor],
+    ) -> List[Optional[Tensor]]:
+        """The step masks as the kernels take them: the recurrent mask sorted by
+        length (B, W); the zoneout masks as (N, ·) packed rows, or in eval their
+        rates broadcast over the rows (a view: nothing is drawn or stored)."""
+        rec, zone_h, zone_c = masks[0], masks[1], masks[2]
+        if rec is not None and order is not None:
+            rec = rec.index_select(0, order)
+        rates = [self.zoneout, self.zoneout_cell]
+        zones = [zone_h, zone_c]
+        sizes = self._kernel_state_sizes()
+        for j in range(2):
+            zone = zones[j]
+            if zone is not None:
+                flat = zone.reshape(-1, zone.shape[2])  # (T*B, ·), time-major
+                if time_rows is not None:
+                    flat = flat.index_select(0, time_rows.to(flat.device))
+                zones[j] = flat
+            elif not self.training and rates[j] > 0:
+                width = sizes[len(sizes) - 1] if j == 1 else sizes[0]
+                like = self._flat_weights[0]
+                zones[j] = like.new_full((1, 1), rates[j]).expand(rows, width)
+        return [rec, zones[0], zones[1]]
+
     def _kernel_stack(
-        self, data: Tensor, hx: List[Tensor], batch_sizes: List[int]
+        self,
+        data: Tensor,
+        hx: List[Tensor],
+        batch_sizes: List[int],
+        order: Optional[Tensor] = None,
     ) -> Tuple[Tensor, List[Tensor]]:
         """All layers over packed rows `data` (N, input): layer-major, as torch.
 
         Layer k > 0 reads both directions of layer k-1 (dropped out between layers)
-        and, when residual, adds that input to its output.
+        and, when residual, adds that input to its output. `order[j]` is the
+        caller's index of the j-th longest sequence (None: already in that order).
         """
         num_directions = 2 if self.bidirectional else 1
         finals: List[List[Tensor]] = [[] for _ in hx]
+        steps = len(batch_sizes)
+        batch = batch_sizes[0] if steps > 0 else 0
+        time_rows: Optional[Tensor] = None
+        if self.training and (self.zoneout > 0 or self.zoneout_cell > 0):
+            if order is not None or batch_sizes[steps - 1] != batch:
+                time_rows = kernel_time_major_rows(batch_sizes, order, batch)
         for layer in range(self.num_layers):
             outs: List[Tensor] = []
             for direction in range(num_directions):
                 k = layer * num_directions + direction
+                masks = self._kernel_step_masks(k, batch, steps, data)
+                masks = self._kernel_packed_masks(
+                    masks, data.shape[0], order, time_rows
+                )
                 out, states = self._kernel_layer(
-                    data, k, [h[k] for h in hx], batch_sizes, direction == 1
+                    data, k, [h[k] for h in hx], batch_sizes, direction == 1, masks
                 )
                 outs.append(out)
                 for j in range(len(states)):
@@ -434,7 +583,7 @@ class KernelStackBase:
         )
         data = input.reshape(batch * steps, size).index_select(0, rows)  # (N, input)
         out, states = self._kernel_stack(
-            data, [h.index_select(1, order) for h in hx], batch_sizes
+            data, [h.index_select(1, order) for h in hx], batch_sizes, order
         )
         padded = out.new_zeros(batch * steps, out.shape[1]).index_copy(0, rows, out)
         if self.batch_first:
@@ -471,7 +620,7 @@ class KernelStackBase:
             hx = self._kernel_zero_states(data, int(batch_sizes[0]))
         elif sorted_indices is not None:
             hx = [h.index_select(1, sorted_indices) for h in hx]
-        out, states = self._kernel_stack(data, hx, batch_sizes.tolist())
+        out, states = self._kernel_stack(data, hx, batch_sizes.tolist(), sorted_indices)
         if unsorted_indices is not None:
             states = [s.index_select(1, unsorted_indices) for s in states]
         packed = nn.utils.rnn.PackedSequence(
@@ -483,6 +632,8 @@ class KernelStackBase:
         """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)."""
         if self.impl != "auto":
             return self.impl == "torch"
+        if self._kernel_changes_step():
+            return False
         if self.proj_size > 0 and torch.compiler.is_compiling():
             return False  # export: torch's ONNX exporter mis-shapes LSTM projections
         packed = isinstance(input, nn.utils.rnn.PackedSequence)
@@ -584,6 +735,13 @@ class KernelStackBase:
             s += ", residual=True"
         if self.initial_state != "zeros":
             s += f", initial_state={self.initial_state!r}"
+        for name in ("recurrent_dropout", "weight_drop", "zoneout"):
+            if getattr(self, name) > 0:
+                s += f", {name}={getattr(self, name)!r}"
+        if self.mode == "LSTM" and self.zoneout_cell != self.zoneout:
+            s += f", zoneout_cell={self.zoneout_cell!r}"
+        if self.locked_dropout:
+            s += ", locked_dropout=True"
         return s
 
 
@@ -713,8 +871,12 @@ def gru_kernel_layer(
     h0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
+    if rec_mask is not None or zone_h is not None:
+        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, b_ih)
         return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
@@ -749,6 +911,11 @@ class CustomGRU(KernelStackBase, nn.GRU):
         impl: str = "custom",
         residual: bool = False,
         initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
     ):
         super().__init__(
             input_size,
@@ -762,7 +929,15 @@ class CustomGRU(KernelStackBase, nn.GRU):
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
-        self._kernel_options(residual, initial_state)
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
 
     def _kernel_layer(
         self,
@@ -771,11 +946,21 @@ class CustomGRU(KernelStackBase, nn.GRU):
         state: List[Tensor],
         batch_sizes: List[int],
         reverse: bool,
+        masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         # b_hh stays inside r ⊙ (W_hn h + b_hn)
         out, h_n = gru_kernel_layer(
-            x, w_ih, b_ih, w_hh, b_hh, state[0], batch_sizes, reverse
+            x,
+            w_ih,
+            b_ih,
+            w_hh,
+            b_hh,
+            state[0],
+            batch_sizes,
+            reverse,
+            rec_mask=masks[0],
+            zone_h=masks[1],
         )
         return out, [h_n]
 

@@ -46,6 +46,7 @@ class ImportLine:
 #: builds on (a peephole LSTM is an LSTM; attention reuses the stack's helpers).
 MODULE_ORDER = (
     "packing",
+    "kernel",
     "stack",
     "rnn",
     "lstm",

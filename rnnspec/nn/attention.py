@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .stack import kernel_recompute_grads
+from .kernel import kernel_recompute_grads
 
 
 def _score_ceiling(start: int, end: int, strict: bool, o: Tensor) -> Tensor:

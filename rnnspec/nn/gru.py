@@ -10,9 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .stack import (
-    KernelStackBase,
-    kernel_check_impl,
+from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
@@ -24,6 +22,10 @@ from .stack import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+)
+from .stack import (
+    KernelStackBase,
+    kernel_check_impl,
 )
 
 
@@ -147,8 +149,12 @@ def gru_kernel_layer(
     h0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
+    if rec_mask is not None or zone_h is not None:
+        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, b_ih)
         return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
@@ -183,6 +189,11 @@ class CustomGRU(KernelStackBase, nn.GRU):
         impl: str = "custom",
         residual: bool = False,
         initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
     ):
         super().__init__(
             input_size,
@@ -196,7 +207,15 @@ class CustomGRU(KernelStackBase, nn.GRU):
             dtype=dtype,
         )
         self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
-        self._kernel_options(residual, initial_state)
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
 
     def _kernel_layer(
         self,
@@ -205,11 +224,21 @@ class CustomGRU(KernelStackBase, nn.GRU):
         state: List[Tensor],
         batch_sizes: List[int],
         reverse: bool,
+        masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         # b_hh stays inside r ⊙ (W_hn h + b_hn)
         out, h_n = gru_kernel_layer(
-            x, w_ih, b_ih, w_hh, b_hh, state[0], batch_sizes, reverse
+            x,
+            w_ih,
+            b_ih,
+            w_hh,
+            b_hh,
+            state[0],
+            batch_sizes,
+            reverse,
+            rec_mask=masks[0],
+            zone_h=masks[1],
         )
         return out, [h_n]
 

@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .gru import CustomGRU
-from .stack import (
-    kernel_check_impl,
+from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_order,
@@ -28,6 +27,9 @@ from .stack import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+)
+from .stack import (
+    kernel_check_impl,
 )
 
 
@@ -209,9 +211,13 @@ def lngru_kernel_layer(
     h0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one layer-normalised GRU
     layer-direction."""
+    if rec_mask is not None or zone_h is not None:
+        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xa = lngru_project(x, w_ih, b_ih, g_ih)
         return lngru_kernel_plain(xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse)
@@ -300,10 +306,22 @@ class LayerNormGRU(CustomGRU):
         state: List[Tensor],
         batch_sizes: List[int],
         reverse: bool,
+        masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         g_ih, g_hh = self._flat_layer_norms[2 * k], self._flat_layer_norms[2 * k + 1]
         out, h_n = lngru_kernel_layer(
-            x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, state[0], batch_sizes, reverse
+            x,
+            w_ih,
+            b_ih,
+            w_hh,
+            b_hh,
+            g_ih,
+            g_hh,
+            state[0],
+            batch_sizes,
+            reverse,
+            rec_mask=masks[0],
+            zone_h=masks[1],
         )
         return out, [h_n]

@@ -16,9 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lstm import CustomLSTM, lstm_backward_factors
-from .peephole import PeepholesLoadAsZero
-from .stack import (
+from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_order,
@@ -29,6 +27,8 @@ from .stack import (
     kernel_state_rows_grad,
     kernel_tanh,
 )
+from .lstm import CustomLSTM, lstm_backward_factors
+from .peephole import PeepholesLoadAsZero
 
 
 def lnlstm_onednn(h0: Tensor, w_hh: Tensor) -> bool:
@@ -350,9 +350,14 @@ def lnlstm_kernel_layer(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, h width) outputs and (B, ·) final h, c of one layer-direction; `norms`
     are its γ_ih, γ_hh, γ_c, β_c."""
+    if rec_mask is not None or zone_h is not None or zone_c is not None:
+        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
     g_ih, g_hh, g_c, b_c = norms[0], norms[1], norms[2], norms[3]
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         return lnlstm_kernel_plain(
@@ -428,9 +433,7 @@ class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
         *,
         impl: str = "custom",
         peephole: bool = False,
-        forget_bias: Optional[float] = None,
-        residual: bool = False,
-        initial_state: str = "zeros",
+        **options,
     ):
         if peephole is not True and peephole is not False:
             raise ValueError(f"Expected peephole True or False, got {peephole!r}")
@@ -446,9 +449,7 @@ class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
             device,
             dtype,
             impl=impl,
-            forget_bias=forget_bias,
-            residual=residual,
-            initial_state=initial_state,
+            **options,
         )
         self.peephole = peephole
         H = hidden_size
@@ -506,6 +507,7 @@ class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
         state: List[Tensor],
         batch_sizes: List[int],
         reverse: bool,
+        masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
@@ -526,6 +528,9 @@ class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
             state[1],
             batch_sizes,
             reverse,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+            zone_c=masks[2],
         )
         return out, [h_n, c_n]
 

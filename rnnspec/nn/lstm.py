@@ -13,9 +13,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .stack import (
-    KernelStackBase,
-    kernel_check_impl,
+from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
@@ -27,6 +25,10 @@ from .stack import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+)
+from .stack import (
+    KernelStackBase,
+    kernel_check_impl,
 )
 
 
@@ -193,9 +195,14 @@ def lstm_kernel_layer(
     batch_sizes: List[int],
     reverse: bool,
     w_hr: Optional[Tensor] = None,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H or P) outputs and (B, H or P) final h, (B, H) final c of one LSTM
     layer-direction; P with the projection w_hr."""
+    if rec_mask is not None or zone_h is not None or zone_c is not None:
+        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
         return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse, w_hr)
@@ -254,6 +261,11 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         forget_bias: Optional[float] = None,
         residual: bool = False,
         initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
     ):
         lstm_check_forget_bias(forget_bias, bias)
         super().__init__(
@@ -271,7 +283,15 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         self.impl = kernel_check_impl(impl, self._kernel_impls())
         self.forget_bias = None if forget_bias is None else float(forget_bias)
         self._lstm_set_forget_bias()
-        self._kernel_options(residual, initial_state)
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch's init (called by torch's __init__ too)
@@ -299,12 +319,24 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         state: List[Tensor],
         batch_sizes: List[int],
         reverse: bool,
+        masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         w_hr = self._kernel_proj_weight(k)
         out, h_n, c_n = lstm_kernel_layer(
-            x, w_ih, bias, w_hh, state[0], state[1], batch_sizes, reverse, w_hr
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            state[0],
+            state[1],
+            batch_sizes,
+            reverse,
+            w_hr,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+            zone_c=masks[2],
         )
         return out, [h_n, c_n]
 

@@ -14,8 +14,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .lstm import CustomLSTM, lstm_backward_factors, lstm_tensor_needs
-from .stack import (
+from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
@@ -28,6 +27,7 @@ from .stack import (
     kernel_state_rows_grad,
     kernel_tanh,
 )
+from .lstm import CustomLSTM, lstm_backward_factors, lstm_tensor_needs
 
 
 class PeepholeKernelFunction(torch.autograd.Function):
@@ -181,9 +181,14 @@ def peephole_kernel_layer(
     batch_sizes: List[int],
     reverse: bool,
     w_hr: Optional[Tensor] = None,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H or P) outputs, (B, H or P) final h and (B, H) final c of one peephole
     layer-direction; P with the projection w_hr."""
+    if rec_mask is not None or zone_h is not None or zone_c is not None:
+        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
         return peephole_kernel_plain(xw, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr)
@@ -252,9 +257,7 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
         dtype=None,
         *,
         impl: str = "custom",
-        forget_bias: Optional[float] = None,
-        residual: bool = False,
-        initial_state: str = "zeros",
+        **options,
     ):
         super().__init__(
             input_size,
@@ -268,9 +271,7 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
             device,
             dtype,
             impl=impl,
-            forget_bias=forget_bias,
-            residual=residual,
-            initial_state=initial_state,
+            **options,
         )
         suffixes = ["", "_reverse"] if bidirectional else [""]
         names = [f"weight_ch_l{k}{s}" for k in range(num_layers) for s in suffixes]
@@ -309,6 +310,7 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
         state: List[Tensor],
         batch_sizes: List[int],
         reverse: bool,
+        masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
         w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
@@ -316,6 +318,18 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
         w_hr = self._kernel_proj_weight(k)
         h0, c0 = state[0], state[1]
         out, h_n, c_n = peephole_kernel_layer(
-            x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            peep,
+            h0,
+            c0,
+            batch_sizes,
+            reverse,
+            w_hr,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+            zone_c=masks[2],
         )
         return out, [h_n, c_n]

@@ -1,10 +1,11 @@
-"""What every from-scratch recurrent kernel shares: packed rows and the layer stack.
+"""What every from-scratch recurrent kernel shares: the layer stack.
 
 One module per cell, each with its `torch.autograd.Function` (hand-written backward),
 its plain steps, its layer function and its module class: `rnn` (CustomRNN, tanh or
-relu), `lstm` (CustomLSTM), `peephole` (PeepholeLSTM, a CustomLSTM) and `gru`
-(CustomGRU). This module holds what they share: the packed-row bookkeeping of a
-layer-direction and `KernelStackBase`, the layers, directions and packing of a stack.
+relu), `lstm` (CustomLSTM), `peephole` (PeepholeLSTM, a CustomLSTM), `lnlstm`, `gru`
+(CustomGRU) and `lngru`. `kernel` holds the packed-row helpers of a layer-direction;
+this module holds `KernelStackBase`: the layers, directions, packing, the options
+and the masks of the regularizers of a stack.
 
 Each public class subclasses torch's own module, so parameter names, shapes, gate
 order and default initialisation are torch's by construction, and a torch state dict
@@ -14,8 +15,11 @@ errors), so each is a drop-in for its torch class. They add a `lengths` argument
 and keyword-only options: `impl`; `residual` (layers >= 2: layer k >= 1 outputs
 layer_k(in_k) + in_k, in_k the dropped-out output of layer k-1; the states stay each
 layer's own); `initial_state="learned"` (parameters `h0` (L*D, P or H) and, for LSTMs,
-`c0` (L*D, H), zeros at init, used over the batch when no state is given). torch's
-kernel runs them too, called a layer at a time for `residual`. Ours runs:
+`c0` (L*D, H), zeros at init, used over the batch when no state is given); the
+regularizers `recurrent_dropout`, `weight_drop`, `zoneout`, `zoneout_cell` and
+`locked_dropout` (design section 9; `_kernel_options`). torch's kernel runs the
+options that act around the step too, called a layer at a time where needed. Ours
+runs:
 
 * layer-major: a layer (both directions) runs over the whole sequence before the next;
 * the input contribution of a layer is one matmul before the time loop;
@@ -36,216 +40,26 @@ dependent): dynamo skips nn.RNN subclasses unless told otherwise, so
     torch._dynamo.config.allow_rnn = True
     model = torch.compile(model)
 
-Packed layout: the rows of step t are `data[off_t : off_t + batch_sizes[t]]`, sorted by
-decreasing length, so a step's active sequences are always a prefix of the previous
-step's.
+Packed layout (`rnnspec.nn.kernel`): the rows of step t are
+`data[off_t : off_t + batch_sizes[t]]`, sorted by decreasing length.
 
 Adding a cell: one module with the four pieces (its class mixes `KernelStackBase` in
 before torch's module and defines `_kernel_layer`), its place in
-`rnnspec.compile.nnsource._module_rank` and its re-export in `rnnspec/nn/__init__.py`.
+`rnnspec.compile.nnsource.MODULE_ORDER` and its re-export in `rnnspec/nn/__init__.py`.
 """
 
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# ---------------------------------------------------------------------------------
-# Shared packed-row bookkeeping (every cell)
-# ---------------------------------------------------------------------------------
-
-
-def kernel_order(steps: int, reverse: bool) -> List[int]:
-    """The steps in the order a direction runs them."""
-    order = list(range(steps))
-    if reverse:
-        order.reverse()
-    return order
-
-
-def kernel_state_rows(
-    prev: Tensor, init: Tensor, size: int, finished: List[Tensor]
-) -> Tensor:
-    """The (size, H) state a step starts from, given the previous step's (n, H) one.
-
-    Forward direction: the batch shrinks, rows past `size` have ended and their state
-    is final (appended to `finished`). Reverse direction: the batch grows, the new rows
-    start from their initial state `init`.
-    """
-    n = prev.shape[0]
-    if size < n:
-        finished.append(prev[size:])
-        return prev[:size]
-    if size > n:
-        return torch.cat([prev, init[n:size]])
-    return prev
-
-
-def kernel_final_rows(last: Tensor, finished: List[Tensor]) -> Tensor:
-    """(B, H) final states: the last step's rows, then the rows that ended earlier."""
-    parts = [last]
-    for k in range(len(finished)):
-        parts.append(finished[len(finished) - 1 - k])
-    return torch.cat(parts)
-
-
-def kernel_prev_rows(
-    seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
-) -> Tensor:
-    """(N, H): for every packed row, the state its step started from."""
-    seqs = seq.split(batch_sizes)
-    parts: List[Tensor] = [init] * len(seqs)
-    unused: List[Tensor] = []
-    prev = init[:0]
-    for t in kernel_order(len(seqs), reverse):
-        parts[t] = kernel_state_rows(prev, init, batch_sizes[t], unused)
-        prev = seqs[t]
-    return torch.cat(parts)
-
-
-def kernel_state_rows_grad(
-    grad: Tensor, final_grad: Tensor, size: int, init_grads: List[Tensor]
-) -> Tensor:
-    """Adjoint of `kernel_state_rows`, run backwards through the steps.
-
-    `grad` is the gradient of the state the next-run step started from; returns the
-    gradient of this step's (size, H) output state. Rows that ended here take their
-    gradient from `final_grad`; rows that started at the next step pass theirs to the
-    initial state (appended to `init_grads`, highest rows first).
-    """
-    n = grad.shape[0]
-    if n < size:
-        return torch.cat([grad, final_grad[n:size]])
-    if n > size:
-        init_grads.append(grad[size:])
-        return grad[:size]
-    return grad
-
-
-def kernel_init_grad(init_grads: List[Tensor]) -> Tensor:
-    """(B, H) initial-state gradient from the `kernel_state_rows_grad` pieces."""
-    init_grads.reverse()
-    return torch.cat(init_grads)
-
-
-def kernel_project(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """(N, G) input contribution of every row at once: one matmul per layer."""
-    if bias is None:
-        return torch.mm(x, w_ih.t())
-    return torch.addmm(bias, x, w_ih.t())
-
-
-def kernel_input_grads(
-    ctx, dz: Tensor, x: Tensor, w_ih: Tensor
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
-
-    For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
-    """
-    need = ctx.needs_input_grad
-    dx = dz @ w_ih if need[0] else None  # (N, input)
-    d_wih = dz.t() @ x if need[1] else None  # (G, input)
-    d_bias = dz.sum(0) if need[2] else None
-    return dx, d_wih, d_bias
-
-
-def kernel_recompute_grads(
-    forward: Callable[..., Tuple[Tensor, ...]],
-    inputs: List[Optional[Tensor]],
-    needs: Tuple[bool, ...],
-    grads: List[Tensor],
-) -> List[Optional[Tensor]]:
-    """The gradients of `inputs`, with a graph, through `forward` in plain torch ops.
-
-    For a hand-written backward run under `create_graph=True`: recomputing the
-    forward from the saved inputs makes the returned gradients differentiable, so
-    double backward is exact. `needs` is `ctx.needs_input_grad` (tensors first).
-    Each input is aliased by a view, so one tensor passed twice (h0 and c0, q and
-    o) gets each of its two gradients once.
-    """
-    aliases = [
-        x.view_as(x) if x is not None and need else x for x, need in zip(inputs, needs)
-    ]
-    outputs = forward(*aliases)
-    used = [k for k in range(len(outputs)) if outputs[k].requires_grad]
-    wanted = [a for a, need in zip(aliases, needs) if a is not None and need]
-    found = iter(
-        torch.autograd.grad(
-            [outputs[k] for k in used],
-            wanted,
-            [grads[k] for k in used],
-            create_graph=True,
-            allow_unused=True,
-        )
-    )
-    return [
-        next(found) if a is not None and need else None
-        for a, need in zip(aliases, needs)
-    ]
-
-
-def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
-    """tanh, as 2σ(2x) - 1 on CPU (within 2e-7 of torch.tanh); into `out` if given.
-
-    torch's CPU tanh goes through VML: at one step's size it is ~5× slower than a
-    sigmoid, and split over threads from 2048 elements, which stalls whenever another
-    process holds a core. The plain and in-place forms compute the same numbers.
-    """
-    if x.device.type != "cpu":
-        return torch.tanh(x) if out is None else torch.tanh(x, out=out)
-    if out is None:
-        return torch.sigmoid(x * 2) * 2 - 1
-    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
-
-
-def kernel_runs_plain(x: Tensor) -> bool:
-    """Whether a layer runs its plain steps (left to autograd) in eager mode: under
-    torch.compile and export, and for an empty batch, which the hand-written
-    backward has no rows for. (TorchScript always does: checked where called,
-    so that it compiles no autograd.Function.)"""
-    return torch.compiler.is_compiling() or x.shape[0] == 0
-
-
-def kernel_packing_plan(
-    lengths: Tensor, steps: int, batch_first: bool, device: torch.device
-) -> Tuple[List[int], Tensor, Tensor]:
-    """Sort sequences by length once, as `pack_padded_sequence(enforce_sorted=False)`.
-
-    Returns the batch size of every step (longest sequence first), the original index
-    of each sorted sequence, and for each packed row its row in the padded input
-    flattened to (B*T, N) if batch_first else (T*B, N).
-    """
-    lengths = lengths.to(device=torch.device("cpu"), dtype=torch.int64)
-    batch = lengths.shape[0]
-    order = torch.argsort(lengths, descending=True, stable=True)
-    longest = int(lengths.max())
-    valid = torch.arange(longest).unsqueeze(1) < lengths[order].unsqueeze(0)  # (T', B)
-    batch_sizes: List[int] = valid.sum(1).tolist()
-    step_rank = valid.nonzero()  # (sum(lengths), 2), step-major: the packed order
-    t = step_rank[:, 0]
-    b = order[step_rank[:, 1]]
-    rows = b * steps + t if batch_first else t * batch + b
-    return batch_sizes, order.to(device), rows.to(device)
-
-
-# ---------------------------------------------------------------------------------
-# Shared layer-major driver
-# ---------------------------------------------------------------------------------
-
-
-def kernel_check_lengths(lengths: Tensor, batch: int, steps: int) -> Tensor:
-    """`lengths` as CPU int64, one per sequence in 1..steps: a length past the end
-    would read the next sequence's rows."""
-    if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(
-            f"Expected lengths of shape ({batch},), got {list(lengths.shape)}"
-        )
-    lengths = lengths.to(device=torch.device("cpu"), dtype=torch.int64)
-    if batch > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
-        values: List[int] = lengths.tolist()
-        raise ValueError(f"Expected lengths in 1..{steps}, got {values}")
-    return lengths
+from .kernel import (
+    kernel_check_lengths,
+    kernel_check_rate,
+    kernel_packing_plan,
+    kernel_time_major_rows,
+)
 
 
 class KernelStackBase:
@@ -259,13 +73,28 @@ class KernelStackBase:
     `_kernel_options` after torch's.
     """
 
-    def _kernel_options(self, residual: bool, initial_state: str) -> None:
+    def _kernel_options(
+        self,
+        residual: bool = False,
+        initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
+    ) -> None:
         """Check and keep the options every kernel class takes as keywords.
 
         Called by each class's __init__ after torch's, so that the learned initial
         states `h0` (L*D, P or H) and, for LSTMs, `c0` (L*D, H) come after torch's
         parameters and draw no random numbers (zeros): the same seed gives torch's
         weights. Without them `h0` and `c0` are None (no parameter).
+
+        The regularizers (design section 9), all off by default: `recurrent_dropout`
+        (one mask per sequence over the recurrent input h_{t-1}), `weight_drop`
+        (DropConnect on W_hh), `zoneout` (h keeps its previous value; `zoneout_cell`
+        for an LSTM's c, default `zoneout`), `locked_dropout` (the dropout between
+        layers draws one mask per sequence for all steps).
         """
         if residual is not True and residual is not False:
             raise ValueError(f"Expected residual True or False, got {residual!r}")
@@ -288,6 +117,35 @@ class KernelStackBase:
             if initial_state == "learned" and j < len(sizes):
                 state = nn.Parameter(like.new_zeros(rows, sizes[j]))
             self.register_parameter(name, state)
+        self.recurrent_dropout = kernel_check_rate(
+            "recurrent_dropout", recurrent_dropout
+        )
+        self.weight_drop = kernel_check_rate("weight_drop", weight_drop)
+        self.zoneout = kernel_check_rate("zoneout", zoneout)
+        if zoneout_cell is not None and self.mode != "LSTM":
+            raise ValueError(
+                f"Expected zoneout_cell=None for {self.mode} (only an LSTM has a "
+                f"cell state), got {zoneout_cell!r}"
+            )
+        if zoneout_cell is None:
+            zoneout_cell = self.zoneout if self.mode == "LSTM" else 0.0
+        self.zoneout_cell = kernel_check_rate("zoneout_cell", zoneout_cell)
+        if locked_dropout is not True and locked_dropout is not False:
+            raise ValueError(
+                f"Expected locked_dropout True or False, got {locked_dropout!r}"
+            )
+        self.locked_dropout = locked_dropout
+        if self.impl == "torch" and self._kernel_changes_step():
+            raise ValueError(
+                "Expected impl 'custom' or 'auto' with recurrent_dropout or zoneout "
+                "(they change the recurrent step, which torch's kernel cannot), "
+                "got 'torch'"
+            )
+
+    def _kernel_changes_step(self) -> bool:
+        """Whether an option changes the recurrent step (only our kernel runs it)."""
+        zoneout = self.zoneout > 0 or self.zoneout_cell > 0
+        return zoneout or self.recurrent_dropout > 0
 
     def _kernel_state_sizes(self) -> List[int]:
         """Widths of the states: [h] or, for LSTMs, [h, c]; h is P wide with proj."""
@@ -333,22 +191,95 @@ class KernelStackBase:
         n = self._kernel_weight_stride()
         return self._flat_weights[k * n + n - 1]
 
+    def _kernel_step_masks(
+        self, k: int, batch: int, steps: int, like: Tensor
+    ) -> List[Optional[Tensor]]:
+        """The masks of layer-direction k that change the step, in sequence order.
+
+        In training, drawn from torch's global RNG in this order, for each
+        layer-direction just before it runs: the recurrent-dropout mask (B, W),
+        Bernoulli(1-P)/(1-P), the same at every step; the zoneout masks of h
+        (T, B, W) and of c (T, B, H), Bernoulli(P) (1: the unit keeps its previous
+        value). W is h's width (P with proj). None where an option is off, and in
+        eval (zoneout then blends by its rate: `_kernel_zoneout_rows`). Tests wrap
+        this method to record the masks.
+        """
+        masks: List[Optional[Tensor]] = [None, None, None]
+        if not self.training:
+            return masks
+        sizes = self._kernel_state_sizes()
+        p = self.recurrent_dropout
+        if p > 0:
+            masks[0] = like.new_empty(batch, sizes[0]).bernoulli_(1 - p).div_(1 - p)
+        if self.zoneout > 0:
+            masks[1] = like.new_empty(steps, batch, sizes[0]).bernoulli_(self.zoneout)
+        if self.zoneout_cell > 0:
+            c_size = sizes[len(sizes) - 1]
+            masks[2] = like.new_empty(steps, batch, c_size).bernoulli_(
+                self.zoneout_cell
+            )
+        return masks
+
+    def _kernel_packed_masks(
+        self,
+        masks: List[Optional[Tensor]],
+        rows: int,
+        order: Optional[Tensor],
+        time_rows: Optional[Tensor],
+    ) -> List[Optional[Tensor]]:
+        """The step masks as the kernels take them: the recurrent mask sorted by
+        length (B, W); the zoneout masks as (N, ·) packed rows, or in eval their
+        rates broadcast over the rows (a view: nothing is drawn or stored)."""
+        rec, zone_h, zone_c = masks[0], masks[1], masks[2]
+        if rec is not None and order is not None:
+            rec = rec.index_select(0, order)
+        rates = [self.zoneout, self.zoneout_cell]
+        zones = [zone_h, zone_c]
+        sizes = self._kernel_state_sizes()
+        for j in range(2):
+            zone = zones[j]
+            if zone is not None:
+                flat = zone.reshape(-1, zone.shape[2])  # (T*B, ·), time-major
+                if time_rows is not None:
+                    flat = flat.index_select(0, time_rows.to(flat.device))
+                zones[j] = flat
+            elif not self.training and rates[j] > 0:
+                width = sizes[len(sizes) - 1] if j == 1 else sizes[0]
+                like = self._flat_weights[0]
+                zones[j] = like.new_full((1, 1), rates[j]).expand(rows, width)
+        return [rec, zones[0], zones[1]]
+
     def _kernel_stack(
-        self, data: Tensor, hx: List[Tensor], batch_sizes: List[int]
+        self,
+        data: Tensor,
+        hx: List[Tensor],
+        batch_sizes: List[int],
+        order: Optional[Tensor] = None,
     ) -> Tuple[Tensor, List[Tensor]]:
         """All layers over packed rows `data` (N, input): layer-major, as torch.
 
         Layer k > 0 reads both directions of layer k-1 (dropped out between layers)
-        and, when residual, adds that input to its output.
+        and, when residual, adds that input to its output. `order[j]` is the
+        caller's index of the j-th longest sequence (None: already in that order).
         """
         num_directions = 2 if self.bidirectional else 1
         finals: List[List[Tensor]] = [[] for _ in hx]
+        steps = len(batch_sizes)
+        batch = batch_sizes[0] if steps > 0 else 0
+        time_rows: Optional[Tensor] = None
+        if self.training and (self.zoneout > 0 or self.zoneout_cell > 0):
+            if order is not None or batch_sizes[steps - 1] != batch:
+                time_rows = kernel_time_major_rows(batch_sizes, order, batch)
         for layer in range(self.num_layers):
             outs: List[Tensor] = []
             for direction in range(num_directions):
                 k = layer * num_directions + direction
+                masks = self._kernel_step_masks(k, batch, steps, data)
+                masks = self._kernel_packed_masks(
+                    masks, data.shape[0], order, time_rows
+                )
                 out, states = self._kernel_layer(
-                    data, k, [h[k] for h in hx], batch_sizes, direction == 1
+                    data, k, [h[k] for h in hx], batch_sizes, direction == 1, masks
                 )
                 outs.append(out)
                 for j in range(len(states)):
@@ -460,7 +391,7 @@ class KernelStackBase:
         )
         data = input.reshape(batch * steps, size).index_select(0, rows)  # (N, input)
         out, states = self._kernel_stack(
-            data, [h.index_select(1, order) for h in hx], batch_sizes
+            data, [h.index_select(1, order) for h in hx], batch_sizes, order
         )
         padded = out.new_zeros(batch * steps, out.shape[1]).index_copy(0, rows, out)
         if self.batch_first:
@@ -497,7 +428,7 @@ class KernelStackBase:
             hx = self._kernel_zero_states(data, int(batch_sizes[0]))
         elif sorted_indices is not None:
             hx = [h.index_select(1, sorted_indices) for h in hx]
-        out, states = self._kernel_stack(data, hx, batch_sizes.tolist())
+        out, states = self._kernel_stack(data, hx, batch_sizes.tolist(), sorted_indices)
         if unsorted_indices is not None:
             states = [s.index_select(1, unsorted_indices) for s in states]
         packed = nn.utils.rnn.PackedSequence(
@@ -509,6 +440,8 @@ class KernelStackBase:
         """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)."""
         if self.impl != "auto":
             return self.impl == "torch"
+        if self._kernel_changes_step():
+            return False
         if self.proj_size > 0 and torch.compiler.is_compiling():
             return False  # export: torch's ONNX exporter mis-shapes LSTM projections
         packed = isinstance(input, nn.utils.rnn.PackedSequence)
@@ -610,6 +543,13 @@ class KernelStackBase:
             s += ", residual=True"
         if self.initial_state != "zeros":
             s += f", initial_state={self.initial_state!r}"
+        for name in ("recurrent_dropout", "weight_drop", "zoneout"):
+            if getattr(self, name) > 0:
+                s += f", {name}={getattr(self, name)!r}"
+        if self.mode == "LSTM" and self.zoneout_cell != self.zoneout:
+            s += f", zoneout_cell={self.zoneout_cell!r}"
+        if self.locked_dropout:
+            s += ", locked_dropout=True"
         return s
 
 

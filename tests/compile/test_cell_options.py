@@ -7,8 +7,6 @@ Checks that need a class another part of issue 13 adds (`LayerNormLSTM`, the
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from torch import nn
@@ -17,7 +15,6 @@ import rnnspec
 from rnnspec import ModelSpec
 from rnnspec.compile.describe import describe, kernel_note
 from rnnspec.compile.plan import rnn_call
-from rnnspec.compile.runtime import resolve
 from rnnspec.lang.ir import TokensInput, parameter_counts
 from tests.conftest import ROOT, missing_classes
 
@@ -115,27 +112,6 @@ def test_forget_bias_and_residual_add_no_parameters(fields):
 # -- the built stack, once the classes of issue 13 are there -------------------------
 
 
-def not_yet(spec: ModelSpec) -> str | None:
-    """Why `instantiate(spec)` cannot build the stack on this branch yet, or None."""
-    plan = rnn_call(spec)
-    if plan.callee.startswith("nn."):
-        return None
-    try:
-        cls = resolve(plan.callee)
-    except LookupError:
-        return f"rnnspec.nn has no {plan.callee} yet"
-    accepted = inspect.signature(cls).parameters
-    for name, _ in plan.kwargs:
-        if name not in accepted:
-            return f"{plan.callee} takes no {name}= yet"
-    if spec.proj:
-        try:
-            cls(3, 4, proj_size=2)
-        except ValueError:
-            return f"{plan.callee} has no proj_size yet"
-    return None
-
-
 BUILT = [
     dict(cell="lstm", proj=2),
     dict(cell="lstm", proj=2, layers=2, directions=2, bias=False),
@@ -165,9 +141,6 @@ BUILT = [
 @pytest.mark.parametrize("fields", BUILT)
 def test_built_stack_has_the_contract_parameters(fields):
     spec = one(**fields)
-    reason = not_yet(spec)
-    if reason:
-        pytest.skip(reason)
     model = rnnspec.instantiate(spec)
     shapes = {name: tuple(p.shape) for name, p in model.rnn.named_parameters()}
     assert shapes == contract_shapes(spec)

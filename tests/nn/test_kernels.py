@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from rnnspec.nn.gru import CustomGRU, GRUKernelFunction, gru_kernel_plain
+from rnnspec.nn.kernel import kernel_project
 from rnnspec.nn.lstm import CustomLSTM, LSTMKernelFunction, lstm_kernel_plain
 from rnnspec.nn.peephole import (
     PeepholeKernelFunction,
@@ -16,7 +17,6 @@ from rnnspec.nn.peephole import (
     peephole_kernel_plain,
 )
 from rnnspec.nn.rnn import CustomRNN, RNNKernelFunction, rnn_kernel_plain
-from rnnspec.nn.stack import kernel_project
 
 N_IN, HID = 4, 6
 CELLS = {

@@ -18,13 +18,13 @@ import torch
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
+from rnnspec.nn.kernel import kernel_project
 from rnnspec.nn.lstm import CustomLSTM, LSTMKernelFunction, lstm_kernel_plain
 from rnnspec.nn.peephole import (
     PeepholeKernelFunction,
     PeepholeLSTM,
     peephole_kernel_plain,
 )
-from rnnspec.nn.stack import kernel_project
 
 F64 = torch.float64
 N_IN, HID, PROJ = 3, 5, 2

@@ -1,0 +1,236 @@
+"""What every kernel Function shares: packed rows, projections, gradients, tanh.
+
+Packed layout: the rows of step t are `data[off_t : off_t + batch_sizes[t]]`, sorted by
+decreasing length, so a step's active sequences are always a prefix of the previous
+step's. These helpers move states between steps in that layout (forward and
+adjoint), project a layer's input in one matmul, and plan the packing of a padded
+batch; `rnnspec.nn.stack` runs the layers on them.
+"""
+
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+# ---------------------------------------------------------------------------------
+# Shared packed-row bookkeeping (every cell)
+# ---------------------------------------------------------------------------------
+
+
+def kernel_order(steps: int, reverse: bool) -> List[int]:
+    """The steps in the order a direction runs them."""
+    order = list(range(steps))
+    if reverse:
+        order.reverse()
+    return order
+
+
+def kernel_state_rows(
+    prev: Tensor, init: Tensor, size: int, finished: List[Tensor]
+) -> Tensor:
+    """The (size, H) state a step starts from, given the previous step's (n, H) one.
+
+    Forward direction: the batch shrinks, rows past `size` have ended and their state
+    is final (appended to `finished`). Reverse direction: the batch grows, the new rows
+    start from their initial state `init`.
+    """
+    n = prev.shape[0]
+    if size < n:
+        finished.append(prev[size:])
+        return prev[:size]
+    if size > n:
+        return torch.cat([prev, init[n:size]])
+    return prev
+
+
+def kernel_final_rows(last: Tensor, finished: List[Tensor]) -> Tensor:
+    """(B, H) final states: the last step's rows, then the rows that ended earlier."""
+    parts = [last]
+    for k in range(len(finished)):
+        parts.append(finished[len(finished) - 1 - k])
+    return torch.cat(parts)
+
+
+def kernel_prev_rows(
+    seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
+) -> Tensor:
+    """(N, H): for every packed row, the state its step started from."""
+    seqs = seq.split(batch_sizes)
+    parts: List[Tensor] = [init] * len(seqs)
+    unused: List[Tensor] = []
+    prev = init[:0]
+    for t in kernel_order(len(seqs), reverse):
+        parts[t] = kernel_state_rows(prev, init, batch_sizes[t], unused)
+        prev = seqs[t]
+    return torch.cat(parts)
+
+
+def kernel_state_rows_grad(
+    grad: Tensor, final_grad: Tensor, size: int, init_grads: List[Tensor]
+) -> Tensor:
+    """Adjoint of `kernel_state_rows`, run backwards through the steps.
+
+    `grad` is the gradient of the state the next-run step started from; returns the
+    gradient of this step's (size, H) output state. Rows that ended here take their
+    gradient from `final_grad`; rows that started at the next step pass theirs to the
+    initial state (appended to `init_grads`, highest rows first).
+    """
+    n = grad.shape[0]
+    if n < size:
+        return torch.cat([grad, final_grad[n:size]])
+    if n > size:
+        init_grads.append(grad[size:])
+        return grad[:size]
+    return grad
+
+
+def kernel_init_grad(init_grads: List[Tensor]) -> Tensor:
+    """(B, H) initial-state gradient from the `kernel_state_rows_grad` pieces."""
+    init_grads.reverse()
+    return torch.cat(init_grads)
+
+
+def kernel_project(x: Tensor, w_ih: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """(N, G) input contribution of every row at once: one matmul per layer."""
+    if bias is None:
+        return torch.mm(x, w_ih.t())
+    return torch.addmm(bias, x, w_ih.t())
+
+
+def kernel_input_grads(
+    ctx, dz: Tensor, x: Tensor, w_ih: Tensor
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
+
+    For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    """
+    need = ctx.needs_input_grad
+    dx = dz @ w_ih if need[0] else None  # (N, input)
+    d_wih = dz.t() @ x if need[1] else None  # (G, input)
+    d_bias = dz.sum(0) if need[2] else None
+    return dx, d_wih, d_bias
+
+
+def kernel_recompute_grads(
+    forward: Callable[..., Tuple[Tensor, ...]],
+    inputs: List[Optional[Tensor]],
+    needs: Tuple[bool, ...],
+    grads: List[Tensor],
+) -> List[Optional[Tensor]]:
+    """The gradients of `inputs`, with a graph, through `forward` in plain torch ops.
+
+    For a hand-written backward run under `create_graph=True`: recomputing the
+    forward from the saved inputs makes the returned gradients differentiable, so
+    double backward is exact. `needs` is `ctx.needs_input_grad` (tensors first).
+    Each input is aliased by a view, so one tensor passed twice (h0 and c0, q and
+    o) gets each of its two gradients once.
+    """
+    aliases = [
+        x.view_as(x) if x is not None and need else x for x, need in zip(inputs, needs)
+    ]
+    outputs = forward(*aliases)
+    used = [k for k in range(len(outputs)) if outputs[k].requires_grad]
+    wanted = [a for a, need in zip(aliases, needs) if a is not None and need]
+    found = iter(
+        torch.autograd.grad(
+            [outputs[k] for k in used],
+            wanted,
+            [grads[k] for k in used],
+            create_graph=True,
+            allow_unused=True,
+        )
+    )
+    return [
+        next(found) if a is not None and need else None
+        for a, need in zip(aliases, needs)
+    ]
+
+
+def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """tanh, as 2σ(2x) - 1 on CPU (within 2e-7 of torch.tanh); into `out` if given.
+
+    torch's CPU tanh goes through VML: at one step's size it is ~5× slower than a
+    sigmoid, and split over threads from 2048 elements, which stalls whenever another
+    process holds a core. The plain and in-place forms compute the same numbers.
+    """
+    if x.device.type != "cpu":
+        return torch.tanh(x) if out is None else torch.tanh(x, out=out)
+    if out is None:
+        return torch.sigmoid(x * 2) * 2 - 1
+    return torch.mul(x, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+def kernel_runs_plain(x: Tensor) -> bool:
+    """Whether a layer runs its plain steps (left to autograd) in eager mode: under
+    torch.compile and export, and for an empty batch, which the hand-written
+    backward has no rows for. (TorchScript always does: checked where called,
+    so that it compiles no autograd.Function.)"""
+    return torch.compiler.is_compiling() or x.shape[0] == 0
+
+
+def kernel_packing_plan(
+    lengths: Tensor, steps: int, batch_first: bool, device: torch.device
+) -> Tuple[List[int], Tensor, Tensor]:
+    """Sort sequences by length once, as `pack_padded_sequence(enforce_sorted=False)`.
+
+    Returns the batch size of every step (longest sequence first), the original index
+    of each sorted sequence, and for each packed row its row in the padded input
+    flattened to (B*T, N) if batch_first else (T*B, N).
+    """
+    lengths = lengths.to(device=torch.device("cpu"), dtype=torch.int64)
+    batch = lengths.shape[0]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    longest = int(lengths.max())
+    valid = torch.arange(longest).unsqueeze(1) < lengths[order].unsqueeze(0)  # (T', B)
+    batch_sizes: List[int] = valid.sum(1).tolist()
+    step_rank = valid.nonzero()  # (sum(lengths), 2), step-major: the packed order
+    t = step_rank[:, 0]
+    b = order[step_rank[:, 1]]
+    rows = b * steps + t if batch_first else t * batch + b
+    return batch_sizes, order.to(device), rows.to(device)
+
+
+def kernel_check_lengths(lengths: Tensor, batch: int, steps: int) -> Tensor:
+    """`lengths` as CPU int64, one per sequence in 1..steps: a length past the end
+    would read the next sequence's rows."""
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(
+            f"Expected lengths of shape ({batch},), got {list(lengths.shape)}"
+        )
+    lengths = lengths.to(device=torch.device("cpu"), dtype=torch.int64)
+    if batch > 0 and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        values: List[int] = lengths.tolist()
+        raise ValueError(f"Expected lengths in 1..{steps}, got {values}")
+    return lengths
+
+
+def kernel_check_rate(name: str, p: float) -> float:
+    """A drop or keep probability in [0, 1), as a float."""
+    number = isinstance(p, (int, float)) and not isinstance(p, bool)
+    if not number or not 0.0 <= p < 1.0:
+        raise ValueError(f"Expected {name} in [0, 1), got {p!r}")
+    return float(p)
+
+
+def kernel_row_ranks(batch_sizes: List[int], batch: int) -> Tuple[Tensor, Tensor]:
+    """For every packed row, its step t and its rank j in the length-sorted batch.
+
+    Row j of step t belongs to the j-th longest sequence: a per-sequence tensor
+    sorted by length, indexed by j, lines up with the packed rows.
+    """
+    sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    valid = torch.arange(batch).unsqueeze(0) < sizes.unsqueeze(1)  # (T, B)
+    steps = torch.arange(len(batch_sizes)).unsqueeze(1).expand(-1, batch)
+    ranks = torch.arange(batch).unsqueeze(0).expand(len(batch_sizes), -1)
+    return steps[valid], ranks[valid]
+
+
+def kernel_time_major_rows(
+    batch_sizes: List[int], order: Optional[Tensor], batch: int
+) -> Tensor:
+    """For every packed row, its row in a (T*B, ...) time-major tensor whose
+    sequences are in the caller's order (`order[j]`: the j-th longest sequence)."""
+    steps, ranks = kernel_row_ranks(batch_sizes, batch)
+    if order is not None:
+        ranks = order.cpu().index_select(0, ranks)
+    return steps * batch + ranks
