@@ -98,26 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="tokens per sequence, at most (64)",
     )
-    parser.add_argument(
-        "--lr", type=number(0, low_allowed=False), help="AdamW learning rate (3e-3)"
-    )
-    parser.add_argument(
-        "--weight-decay",
-        type=number(0, low_allowed=True),
-        metavar="WD",
-        help="AdamW weight decay (0.01)",
-    )
-    parser.add_argument(
-        "--clip",
-        type=number(0, low_allowed=True),
-        help="max gradient norm, 0: off (1.0)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=integer(0),
-        metavar="N",
-        help="steps of linear learning-rate warmup (20)",
-    )
+    _add_optimizer_arguments(parser)
     parser.add_argument(
         "--tokens",
         choices=("char", "word"),
@@ -178,6 +159,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plot", action="store_true", help="no loss.png")
 
 
+def _add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """What the optimizer does with the loss, and what the loss adds (AR, TAR)."""
+    parser.add_argument(
+        "--lr", type=number(0, low_allowed=False), help="AdamW learning rate (3e-3)"
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=number(0, low_allowed=True),
+        metavar="WD",
+        help="AdamW weight decay (0.01)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=number(0, low_allowed=True),
+        help="max gradient norm, 0: off (1.0)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=integer(0),
+        metavar="N",
+        help="steps of linear learning-rate warmup (20)",
+    )
+    parser.add_argument(
+        "--ar",
+        type=number(0, low_allowed=True),
+        metavar="A",
+        help="activation regularization (AWD-LSTM): adds A x the mean square of the "
+        "top layer's outputs after the output dropout to the loss (0: off)",
+    )
+    parser.add_argument(
+        "--tar",
+        type=number(0, low_allowed=True),
+        metavar="B",
+        help="temporal activation regularization (AWD-LSTM): adds B x the mean "
+        "square of the change of the recurrent stack's outputs from step to step, "
+        "over valid steps (0: off)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from rnnspec.train.config import TrainConfig
     from rnnspec.train.errors import TrainError
@@ -196,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         clip=args.clip,
         warmup=args.warmup,
+        ar=args.ar,
+        tar=args.tar,
         seed=args.seed,
         val_fraction=args.val_fraction,
         device=args.device,

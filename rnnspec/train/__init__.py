@@ -11,6 +11,8 @@ pieces, each usable alone (all importable from `rnnspec.train`):
 - `loop`: `train(TrainConfig(...))`, built from `run` (every check, the model,
   resume), `steps` (one optimizer step, `evaluate`), `checkpoint`, `rundir` (OUT's
   files and `RunLock`), `distributed` (torchrun, devices, threads), `plots`.
+- `regularize`: `ActivationRegularizer`, AWD-LSTM's AR and TAR (`--ar`, `--tar`),
+  caught from the one training forward by hooks on `model.rnn` and `model.head`.
 - `checkpoint`: `load_checkpoint`, `save_checkpoint`, `model_from_checkpoint`.
 - `sample`: `generate`, `start_token`.
 - `trees`: SPINN's binary trees and ListOps.
@@ -26,6 +28,7 @@ from typing import Any
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
+    "ActivationRegularizer": "regularize",
     "Distributed": "distributed",
     "RunLock": "rundir",
     "TextDataset": "text",

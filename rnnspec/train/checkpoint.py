@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from rnnspec.lang.ir import ModelSpec, TokensInput
-from rnnspec.train.config import RUN_DEFAULTS, setting_problem
+from rnnspec.train.config import LATER_SETTINGS, RUN_DEFAULTS, setting_problem
 from rnnspec.train.distributed import Distributed
 from rnnspec.train.errors import TrainError
 from rnnspec.train.model import language_model_problems
@@ -134,6 +134,8 @@ def check_resumable(checkpoint: dict[str, Any]) -> None:
     if not checkpoint["rng"] or not all(isinstance(s, dict) for s in checkpoint["rng"]):
         raise _damaged(checkpoint, "its RNG states are not a list of dicts")
     settings = checkpoint["settings"]
+    for name, value in LATER_SETTINGS.items():
+        settings.setdefault(name, value)
     missing = [name for name in RUN_DEFAULTS if name not in settings]
     if missing:
         raise _damaged(checkpoint, f"its settings lack {', '.join(missing)}")
@@ -141,6 +143,26 @@ def check_resumable(checkpoint: dict[str, Any]) -> None:
         problem = setting_problem(name, settings[name])
         if problem or (name == "model" and not isinstance(settings[name], str)):
             raise _damaged(checkpoint, f"setting {name} is {settings[name]!r}")
+    _check_regularization(checkpoint, step)
+
+
+def _check_regularization(checkpoint: dict[str, Any], step: int) -> None:
+    """The AR/TAR term of every step, for each one the run has on (absent before
+    AR/TAR existed: an empty dict)."""
+    terms = checkpoint.setdefault("regularization", {})
+    settings = checkpoint["settings"]
+    expected = [name for name in ("ar", "tar") if settings[name] > 0]
+    if not isinstance(terms, dict) or sorted(terms) != expected:
+        raise _damaged(
+            checkpoint,
+            f"expected regularization terms {expected}, got "
+            f"{sorted(terms) if isinstance(terms, dict) else type(terms).__name__}",
+        )
+    for name, values in terms.items():
+        if not isinstance(values, list) or len(values) != step:
+            raise _damaged(checkpoint, f"expected {step} {name} terms (one a step)")
+        if not all(isinstance(x, float) for x in values):
+            raise _damaged(checkpoint, f"its {name} terms are not all numbers")
 
 
 def load_weights(checkpoint: dict[str, Any], model: nn.Module) -> None:

@@ -26,7 +26,13 @@ RUN_DEFAULTS: dict[str, Any] = {
     "warmup": 20,
     "seed": 0,
     "val_fraction": 0.05,
+    "ar": 0.0,  # AWD-LSTM's activation regularization (rnnspec.train.regularize)
+    "tar": 0.0,  # and temporal activation regularization; 0: off
 }
+
+#: Settings a checkpoint may lack (written before they existed), and their value
+#: there: those runs trained without them.
+LATER_SETTINGS: dict[str, Any] = {"ar": 0.0, "tar": 0.0}
 
 
 def _is_int(value: object) -> bool:
@@ -55,6 +61,8 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "warmup": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     "seed": (lambda v: _is_int(v) and 0 <= v < 2**63, "an integer in 0..2**63-1"),
     "val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "ar": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number >= 0"),
+    "tar": (lambda v: _is_number(v) and 0 <= v < math.inf, "a finite number >= 0"),
     "threads": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "checkpoint_every": (
         lambda v: _is_int(v) and v >= 0,
@@ -100,6 +108,8 @@ class TrainConfig:
     warmup: int | None = None  # steps of linear learning-rate warmup
     seed: int | None = None
     val_fraction: float | None = None
+    ar: float | None = None  # AR weight: A * mean(dropped top outputs ** 2); 0: off
+    tar: float | None = None  # TAR weight: B * mean(consecutive raw outputs' diff ** 2)
     device: str = "auto"
     threads: int | None = None  # CPU threads; None: auto (see cpu_threads)
     amp: str = "auto"  # auto (bf16, or fp16 + GradScaler, on CUDA) | off | bf16 | fp16

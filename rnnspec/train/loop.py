@@ -57,6 +57,8 @@ class TrainResult:
     start_step: int
     steps: int
     losses: list[float]  # train loss of every step since step 1 (mean over tokens)
+    # The AR and TAR terms of every step since step 1, for those on (--ar, --tar).
+    regularization: dict[str, list[float]]
     val_loss: float
     val_ppl: float
     tokens_per_s: float  # this session's, over all processes
@@ -114,6 +116,7 @@ def _train(
         start_step=state.start,
         steps=step,
         losses=state.losses,
+        regularization=state.regularization,
         val_loss=val_loss,
         val_ppl=val_ppl,
         tokens_per_s=meter.tokens_per_s(),
@@ -140,16 +143,29 @@ class _Meter:
     seconds: float = 0.0
     smooth: float | None = None  # loss, exponentially smoothed
     rate: float | None = None  # tokens/s, exponentially smoothed
+    terms: dict[str, float] = dataclasses.field(default_factory=dict)  # AR, TAR too
 
-    def add(self, loss: float, tokens: float, elapsed: float) -> None:
+    def add(
+        self, loss: float, tokens: float, elapsed: float, terms: dict[str, float]
+    ) -> None:
         self.tokens += int(tokens)
         self.seconds += elapsed
-        self.smooth = loss if self.smooth is None else 0.9 * self.smooth + 0.1 * loss
-        rate = tokens / max(elapsed, 1e-9)
-        self.rate = rate if self.rate is None else 0.9 * self.rate + 0.1 * rate
+        self.smooth = _smoothed(self.smooth, loss)
+        self.rate = _smoothed(self.rate, tokens / max(elapsed, 1e-9))
+        for name, value in terms.items():
+            self.terms[name] = _smoothed(self.terms.get(name), value)
+
+    def said(self, digits: int = 4) -> str:
+        """'loss 1.2345', with ', ar 0.0123, tar 0.0034' when those are on."""
+        terms = "".join(f", {k} {v:.{digits}f}" for k, v in self.terms.items())
+        return f"loss {self.smooth:.{digits}f}{terms}"
 
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def _smoothed(smooth: float | None, value: float) -> float:
+    return value if smooth is None else 0.9 * smooth + 0.1 * value
 
 
 def _train_steps(
@@ -168,19 +184,19 @@ def _train_steps(
     last_saved = start if run.saved is not None else -1
     for step in range(start + 1, config.steps + 1):
         tick = time.perf_counter()
-        loss, tokens = train_step(run, state, step, next(data), precision)
+        loss, tokens, terms = train_step(run, state, step, next(data), precision)
         state.losses.append(loss)
-        meter.add(loss, tokens, time.perf_counter() - tick)
+        for name, value in terms.items():
+            state.regularization[name].append(value)
+        meter.add(loss, tokens, time.perf_counter() - tick, terms)
         if run.bar is not None:
-            postfix = f"loss {meter.smooth:.3f}, {meter.rate:,.0f} tok/s"
+            postfix = f"{meter.said(3)}, {meter.rate:,.0f} tok/s"
             run.bar.set_postfix_str(postfix, refresh=False)
             run.bar.update(1)
         if config.checkpoint_every > 0 and step % config.checkpoint_every == 0:
             _save(run, state, step)
             last_saved = step
-            run.say(
-                f"step {step}: loss {meter.smooth:.4f}, saved {run.out / CHECKPOINT}"
-            )
+            run.say(f"step {step}: {meter.said()}, saved {run.out / CHECKPOINT}")
     if run.bar is not None:
         run.bar.close()
     if step != last_saved and step > start:
@@ -200,6 +216,7 @@ def _save(run: Run, state: TrainState, step: int) -> None:
         "scaler": state.scaler.state_dict(),
         "rng": rng,
         "losses": list(state.losses),
+        "regularization": {k: list(v) for k, v in state.regularization.items()},
         "settings": dict(run.settings),
         "spec": run.spec.model_dump(),
         "spec_text": run.spec.to_source(),
@@ -239,6 +256,7 @@ def _announce(run: Run, state: TrainState, sampler: BucketBatchSampler) -> None:
         f"{corpus.val_set.tokens():,} validation tokens, vocab {len(corpus.vocab)}, "
         f"{len(sampler)} batches of {run.settings['batch_size']} per epoch"
         + (f" x {dist.world} processes" if dist.world > 1 else "")
+        + _regularization_note(run.settings)
         + f", device {run.device}"
         + (_threads_note() if run.device.type == "cpu" else "")
         + (f", autocast {str(run.amp_dtype).split('.')[-1]}" if run.amp_dtype else "")
@@ -263,6 +281,13 @@ def _report(
             f"{n}) -> {last:.4f} (of the last {n}), {meter.tokens_per_s():,.0f} "
             f"tokens/s, {meter.seconds:.1f} s"
         )
+        terms = ", ".join(
+            f"{name.upper()} term {mean(values[start : start + n]):.4f} -> "
+            f"{mean(values[-n:]):.4f}"
+            for name, values in state.regularization.items()
+        )
+        if terms:  # --ar, --tar
+            run.say(f"steps {start + 1}-{step}: {terms} (means likewise)")
     run.say(
         f"validation: loss {val_loss:.4f}, perplexity {val_ppl:.2f} "
         f"({run.corpus.val_set.tokens():,} tokens)"
@@ -277,7 +302,10 @@ def _report(
         "val_perplexity": val_ppl,
         "tokens_per_s": meter.tokens_per_s(),
         "world_size": run.dist.world,
+        "ar": run.settings["ar"],
+        "tar": run.settings["tar"],
         "losses": losses,
+        **{f"{name}_losses": values for name, values in state.regularization.items()},
     }
     metrics_json = json.dumps(metrics, indent=1) + "\n"
     write_run_file(out / METRICS, text_writer(metrics_json))
@@ -294,6 +322,14 @@ def _plot(run: Run, losses: list[float], val_loss: float) -> bool:
     except OSError as exc:
         reason = exc.strerror or exc
         raise TrainError(f"cannot write {run.out / PLOT}: {reason}") from None
+
+
+def _regularization_note(settings: dict) -> str:
+    """', AR 2 and TAR 1 (AWD-LSTM)' for the terms on; '' when none is."""
+    on = [
+        f"{name.upper()} {settings[name]:g}" for name in ("ar", "tar") if settings[name]
+    ]
+    return f", {' and '.join(on)} (AWD-LSTM)" if on else ""
 
 
 def _threads_note() -> str:

@@ -29,6 +29,7 @@ from rnnspec.train.config import TrainConfig, run_settings
 from rnnspec.train.distributed import Distributed, on_rank0
 from rnnspec.train.errors import TrainError
 from rnnspec.train.model import fit_vocab, load_generated, load_spec
+from rnnspec.train.regularize import ActivationRegularizer
 from rnnspec.train.rundir import (
     CHECKPOINT,
     LOCK,
@@ -69,6 +70,7 @@ class Run:
     corpus: Corpus
     notes: list[str]
     saved: dict[str, Any] | None  # the checkpoint resumed from
+    regularizer: ActivationRegularizer  # --ar, --tar (inactive when both are 0)
     bar: Any = None  # the progress bar while there is one: messages go through it
 
     def say(self, message: str) -> None:
@@ -87,6 +89,8 @@ class TrainState:
     scaler: torch.amp.GradScaler
     start: int = 0  # the step this session starts after
     losses: list[float] = dataclasses.field(default_factory=list)  # since step 1
+    # The AR and TAR terms of every step since step 1, for those the run has on.
+    regularization: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
 def prepare(
@@ -133,6 +137,7 @@ def prepare(
         corpus=Corpus(text, description, vocab, train_set, val_set),
         notes=[note] if note else [],
         saved=saved,
+        regularizer=ActivationRegularizer(settings["ar"], settings["tar"]),
     )
     for note in run.notes:
         run.say(note)
@@ -220,7 +225,9 @@ def _build(run: Run, built: type[nn.Module] | None) -> TrainState:
     )
     enabled = run.amp_dtype == torch.float16
     scaler = torch.amp.GradScaler(run.device.type, enabled=enabled)
-    return TrainState(model, model, optimizer, scaler)
+    state = TrainState(model, model, optimizer, scaler)
+    state.regularization = {name: [] for name in ("ar", "tar") if settings[name] > 0}
+    return state
 
 
 def _resume(run: Run, state: TrainState, saved: dict[str, Any]) -> None:
@@ -232,6 +239,7 @@ def _resume(run: Run, state: TrainState, saved: dict[str, Any]) -> None:
         restore(saved, "scaler", lambda: scaler.load_state_dict(saved["scaler"]))
     state.start = saved["step"]
     state.losses = list(saved["losses"])
+    state.regularization = {k: list(v) for k, v in saved["regularization"].items()}
     run.say(f"resuming {run.out} at step {state.start} (loss {state.losses[-1]:.4f})")
     dist = run.dist
     if len(saved["rng"]) == dist.world:

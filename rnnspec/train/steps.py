@@ -70,21 +70,26 @@ def train_step(
     step: int,
     batch: Batch,
     precision: contextlib.AbstractContextManager,
-) -> tuple[float, float]:
+) -> tuple[float, float, dict[str, float]]:
     """One optimizer step on `batch`, in `precision` (an autocast or nothing).
 
-    Returns (the step's loss over every process's tokens, their number).
+    The loss minimised is the cross-entropy plus the AR and TAR terms (those on).
+    Returns (the step's cross-entropy over every process's tokens, their number,
+    {"ar": term, "tar": term} likewise for those on).
     """
     settings, optimizer, scaler = run.settings, state.optimizer, state.scaler
     x, y, lengths = batch
     x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
-    with precision:
+    regularizer = run.regularizer
+    with precision, regularizer.capture(state.model):
         logits, _ = forward_batch_first(state.wrapped, run.spec, x, lengths)
     loss = F.cross_entropy(
         logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE
     )
+    terms = regularizer.terms(lengths)  # {} unless --ar or --tar
+    total = loss + sum(terms.values()) if terms else loss
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(total).backward()
     if settings["clip"] > 0:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(state.model.parameters(), settings["clip"])
@@ -92,22 +97,27 @@ def train_step(
         group["lr"] = settings["lr"] * min(1.0, step / max(settings["warmup"], 1))
     scaler.step(optimizer)
     scaler.update()
-    return _mean_over_processes(run, loss, lengths)
+    means, tokens = _mean_over_processes(run, [loss, *terms.values()], lengths)
+    return means[0], tokens, dict(zip(terms, means[1:], strict=True))
 
 
 def _mean_over_processes(
-    run: Run, loss: Tensor, lengths: Tensor
-) -> tuple[float, float]:
-    """(mean loss, tokens) over every process: each weighs by its tokens."""
+    run: Run, values: list[Tensor], lengths: Tensor
+) -> tuple[list[float], float]:
+    """([mean of each value], tokens) over every process: each weighs by its
+    tokens."""
     count = int(lengths.sum())
-    totals = torch.tensor([loss.item() * count, float(count)], dtype=torch.float64)
+    totals = torch.tensor(
+        [v.item() * count for v in values] + [float(count)], dtype=torch.float64
+    )
     if run.dist.world > 1:
         import torch.distributed as tdist
 
         totals = totals.to(run.device)
         tdist.all_reduce(totals)
         totals = totals.cpu()
-    return float(totals[0] / totals[1]), totals[1].item()
+    means = [float(total / totals[-1]) for total in totals[:-1]]
+    return means, totals[-1].item()
 
 
 @torch.no_grad()

@@ -65,7 +65,11 @@ def _worker(rank: int, world: int, port: int, settings: dict, results: str) -> N
     _launched(rank, world, port)
     result = train(TrainConfig(**settings))
     torch.save(
-        {"state": result.model.state_dict(), "losses": result.losses},
+        {
+            "state": result.model.state_dict(),
+            "losses": result.losses,
+            "regularization": result.regularization,
+        },
         Path(results) / f"rank{rank}.pt",
     )
 
@@ -113,6 +117,8 @@ def test_two_processes_train_in_step(files, tmp_path):
         checkpoint_every=15,
         progress=False,
         plot=False,
+        ar=2.0,  # AR and TAR hook the model inside its DDP wrapper
+        tar=1.0,
     )
     context = mp.spawn(
         _worker,
@@ -128,6 +134,9 @@ def test_two_processes_train_in_step(files, tmp_path):
         assert torch.equal(value, ranks[1]["state"][name]), name
     losses = ranks[0]["losses"]
     assert losses == ranks[1]["losses"]  # all-reduced over both shards
+    terms = ranks[0]["regularization"]
+    assert terms == ranks[1]["regularization"] and sorted(terms) == ["ar", "tar"]
+    assert all(len(v) == 30 and min(v) > 0 for v in terms.values())
     assert sum(losses[-5:]) < 0.6 * sum(losses[:5]), losses
 
     ckpt = load_checkpoint(files["out"])
