@@ -47,25 +47,56 @@ class LSTMKernelFunction(torch.autograd.Function):
     h_t = W_hr m_t, so h is P wide; a step adds the matmul to h_t (forward) and
     dm_t = dh_t W_hr (backward), and dW_hr = Σ_t dh_tᵀ m_t is one matmul after the
     loop. Without it, m_t is h_t.
+
+    The regularizers (design section 9), each None when off: `rec_mask` (B, W),
+    sorted by length, masks the matmul input, m ⊙ h_{t-1} (saved as rows for
+    dW_hh); `zone_h` (N, W) and `zone_c` (N, H), one row per packed row (1: the unit
+    keeps its previous value; the rate in eval), blend the new states with the
+    previous ones after the step (lerp), whose h̃_t reads the un-zoned c̃_t; the
+    backward's share of them is `LSTMRegularizerGrads`.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse, w_hr=None):
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        c0,
+        batch_sizes,
+        reverse,
+        w_hr=None,
+        rec_mask=None,
+        zone_h=None,
+        zone_c=None,
+    ):
         H = c0.shape[1]
         gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
-        cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
-        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c_t): h_t unless projected
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t, before zoneout
+        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
         hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
-        gs, css, mss, outs = (t.split(batch_sizes) for t in (gates, cs, ms, hs))
+        zs = cs if zone_c is None else torch.empty_like(cs)  # (N, H) zoned c_t
+        h_in = lstm_masked_rows(hs, rec_mask)  # (N, W) m ⊙ h_{t-1}, or None
+        gs, css, mss, outs, zss = (
+            t.split(batch_sizes) for t in (gates, cs, ms, hs, zs)
+        )
+        zh, zc, ins = (lstm_split(t, batch_sizes) for t in (zone_h, zone_c, h_in))
         w_t = w_hh.t()
         r_t = None if w_hr is None else w_hr.t()
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
         for t in kernel_order(len(gs), reverse):
-            h_prev = kernel_state_rows(h, h0, batch_sizes[t], h_done)
-            c_prev = kernel_state_rows(c, c0, batch_sizes[t], c_done)
-            a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            if rec_mask is None:
+                a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
+            else:
+                h_mask = torch.mul(h_prev, rec_mask[:size], out=ins[t])
+                a = gs[t].addmm_(h_mask, w_t)
             i, f, g, o = a.chunk(4, 1)
             a[:, : 2 * H].sigmoid_()  # i, f
             kernel_tanh(g, out=g)
@@ -74,29 +105,38 @@ class LSTMKernelFunction(torch.autograd.Function):
             h = kernel_tanh(c, out=mss[t]).mul_(o)
             if r_t is not None:
                 h = torch.mm(h, r_t, out=outs[t])
-        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms)
+            if zone_c is not None:
+                c = torch.lerp(c, c_prev, zc[t], out=zss[t])
+            if zone_h is not None:
+                h = h.lerp_(h_prev, zh[t])
+        saved = (x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms)
+        ctx.save_for_backward(*saved, rec_mask, zone_h, zone_c, zs, h_in)
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
-        x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms = ctx.saved_tensors
+        x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms, *regs = ctx.saved_tensors
+        rec_mask, zone_h, zone_c, zs, h_in = regs
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
             def plain(x, w_ih, bias, w_hh, h0, c0, w_hr):
                 xw = kernel_project(x, w_ih, bias)
-                return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse, w_hr)
+                return lstm_kernel_plain(
+                    xw, w_hh, h0, c0, batch_sizes, reverse, w_hr, *regs[:3]
+                )
 
             inputs = [x, w_ih, bias, w_hh, h0, c0, w_hr]
             needs = lstm_tensor_needs(ctx.needs_input_grad, 6)
             grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
-            return (*grads[:6], None, None, grads[6])
+            return (*grads[:6], None, None, grads[6], None, None, None)
         H = c0.shape[1]
-        c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
+        c_prev = kernel_prev_rows(zs, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
         dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
+        steps = LSTMRegularizerGrads(dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes)
         d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
-        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh_t
+        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh̃_t
         dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
         fs = gates[:, H : 2 * H].split(batch_sizes)
         h_grads: List[Tensor] = []
@@ -105,29 +145,93 @@ class LSTMKernelFunction(torch.autograd.Function):
         for t in kernel_order(len(dzs), not reverse):
             size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
             dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
-            if w_hr is None:
-                dm = dh = dh + d_outs[t]
-            else:
-                dh = torch.add(dh, d_outs[t], out=dhs[t])
-                dm = dh @ w_hr  # (size, H)
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads).addcmul(dm, Ks[t])
-            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+            dh, dm = steps.dm(t, dh, d_outs[t], dhs[t], w_hr)  # of h_t, m_t
             dzt[:, 3 * H :].mul_(dm)  # o
-            dh = dzt @ w_hh  # (size, H or P)
-            dc = dc * fs[t]
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)
+            dc, carry = steps.dc(t, dc, dm, Ks[t])  # of c̃_t; d^c ⊙ dc_t
+            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+            dh = steps.dh_prev(t, dzt, w_hh, dh)
+            dc = dc * fs[t] if carry is None else carry.addcmul_(dc, fs[t])
         kernel_state_rows_grad(dh, d_hn, 0, h_grads)
         kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (4H, H|P)
+        if h_in is None:
+            h_in = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H or P)
+        d_whh = dz.t() @ h_in  # (4H, H or P)
         dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
         d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
-        return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None, d_whr
+        return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None, d_whr, None, None, None
 
 
 def lstm_tensor_needs(needs: Tuple[bool, ...], n: int) -> Tuple[bool, ...]:
     """`ctx.needs_input_grad` of the tensor inputs of a Function taking n tensors,
     (batch_sizes, reverse), then an optional w_hr: the n, then w_hr's."""
     return needs[:n] + (len(needs) > n + 2 and needs[n + 2],)
+
+
+def lstm_split(rows: Optional[Tensor], batch_sizes: List[int]) -> List[Tensor]:
+    """Per-step views of packed rows (N, ·); [] for an option that is off."""
+    return [] if rows is None else list(rows.split(batch_sizes))
+
+
+def lstm_masked_rows(hs: Tensor, rec_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """(N, W) buffer for m ⊙ h_{t-1} of every row with recurrent dropout, else None."""
+    return None if rec_mask is None else torch.empty_like(hs)
+
+
+class LSTMRegularizerGrads:
+    """The regularizers' share of an LSTM backward step (shared with the peephole
+    LSTM), with their per-row factors formed once, outside the time loop.
+
+    Zoneout h_t = d ⊙ h_{t-1} + (1-d) ⊙ h̃_t gives dh̃_t = (1-d) ⊙ dh_t, and d ⊙ dh_t
+    flows to h_{t-1}; c likewise. Without a projection dm_t = dh̃_t only scales P_o
+    and K, so (1-d^h) is folded into them here and a step multiplies by it nowhere.
+    Recurrent dropout: dh_{t-1} = m ⊙ (dz_t W_hh).
+    """
+
+    def __init__(self, dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes):
+        H = K.shape[1]
+        self.rec_mask = rec_mask  # (B, W), or None
+        self.zh = lstm_split(zone_h, batch_sizes)
+        self.zc = lstm_split(zone_c, batch_sizes)
+        self.keep_c = lstm_split(None if zone_c is None else 1 - zone_c, batch_sizes)
+        self.keep_h: List[Tensor] = []
+        if zone_h is not None:
+            keep = 1 - zone_h  # (N, W)
+            if w_hr is None:
+                K.mul_(keep)
+                dz[:, 3 * H :].mul_(keep)
+            else:
+                self.keep_h = list(keep.split(batch_sizes))
+
+    def dm(self, t, dh, d_out, dh_row, w_hr):
+        """Gradients of h_t (zoned: from the next step and the output) and of m_t
+        (times 1-d^h when folded); with w_hr, dh̃_t goes to `dh_row` for dW_hr."""
+        if w_hr is None:
+            dh = dh + d_out
+            return dh, dh
+        if not self.keep_h:
+            dh = torch.add(dh, d_out, out=dh_row)
+            return dh, dh @ w_hr
+        dh = dh + d_out
+        return dh, torch.mul(dh, self.keep_h[t], out=dh_row) @ w_hr
+
+    def dc(self, t, dc, dm, K):
+        """dc̃_t, and d^c ⊙ dc_t for c_{t-1} (None without zoneout), from dc_t, the
+        gradient of the zoned c_t (a tensor of this backward's own: reused)."""
+        if not self.zc:
+            return dc.addcmul(dm, K), None
+        dc_new = torch.mul(dc, self.keep_c[t]).addcmul_(dm, K)
+        return dc_new, dc.mul_(self.zc[t])
+
+    def dh_prev(self, t, dzt, w_hh, dh):
+        """Gradient of h_{t-1}: through the masked matmul input, plus d^h ⊙ dh_t."""
+        grad = dzt @ w_hh  # (size, W)
+        if self.rec_mask is not None:
+            grad.mul_(self.rec_mask[: dzt.shape[0]])
+        if self.zh:
+            grad.addcmul_(dh, self.zh[t])
+        return grad
 
 
 def lstm_backward_factors(
@@ -158,11 +262,16 @@ def lstm_kernel_plain(
     batch_sizes: List[int],
     reverse: bool,
     w_hr: Optional[Tensor] = None,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """LSTMKernelFunction's forward step for step, left to autograd."""
     H = c0.shape[1]
     w_t = w_hh.t()
     xs = xw.split(batch_sizes)
+    zh = lstm_split(zone_h, batch_sizes)
+    zc = lstm_split(zone_c, batch_sizes)
     hs: List[Tensor] = []
     h_done: List[Tensor] = []
     c_done: List[Tensor] = []
@@ -171,7 +280,10 @@ def lstm_kernel_plain(
         t = len(xs) - 1 - j if reverse else j
         h_prev = kernel_state_rows(h, h0, batch_sizes[t], h_done)
         c_prev = kernel_state_rows(c, c0, batch_sizes[t], c_done)
-        a = torch.addmm(xs[t], h_prev, w_t)  # (size, 4H)
+        h_in = h_prev
+        if rec_mask is not None:
+            h_in = h_prev * rec_mask[: batch_sizes[t]]
+        a = torch.addmm(xs[t], h_in, w_t)  # (size, 4H)
         i, f = a[:, : 2 * H].sigmoid().chunk(2, 1)
         g = kernel_tanh(a[:, 2 * H : 3 * H])
         o = a[:, 3 * H :].sigmoid()
@@ -179,6 +291,10 @@ def lstm_kernel_plain(
         h = kernel_tanh(c) * o
         if w_hr is not None:
             h = torch.mm(h, w_hr.t())  # (size, P)
+        if len(zc) > 0:
+            c = torch.lerp(c, c_prev, zc[t])
+        if len(zh) > 0:
+            h = torch.lerp(h, h_prev, zh[t])
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -200,14 +316,26 @@ def lstm_kernel_layer(
     zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, H or P) outputs and (B, H or P) final h, (B, H) final c of one LSTM
-    layer-direction; P with the projection w_hr."""
-    if rec_mask is not None or zone_h is not None or zone_c is not None:
-        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
+    layer-direction; P with the projection w_hr. The regularizer masks as
+    LSTMKernelFunction takes them (None: off)."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
-        return lstm_kernel_plain(xw, w_hh, h0, c0, batch_sizes, reverse, w_hr)
+        return lstm_kernel_plain(
+            xw, w_hh, h0, c0, batch_sizes, reverse, w_hr, rec_mask, zone_h, zone_c
+        )
     out, h_n, c_n = LSTMKernelFunction.apply(
-        x, w_ih, bias, w_hh, h0, c0, batch_sizes, reverse, w_hr
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        c0,
+        batch_sizes,
+        reverse,
+        w_hr,
+        rec_mask,
+        zone_h,
+        zone_c,
     )
     return out, h_n, c_n
 
