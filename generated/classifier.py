@@ -758,58 +758,102 @@ class GRUKernelFunction(torch.autograd.Function):
     completes in place. Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a
     step is dh_t times a factor known from the forward (da = dh_t q_a), so a step
     costs two elementwise ops and one matmul; the input side follows for all steps.
+
+    The regularizers (design section 9), None when off: `rec_mask` (B, H), sorted
+    by length, scales the matmul's input only: a = W_hh (m ⊙ h_{t-1}) + b_hh (the
+    masked rows kept for dW_hh), while z ⊙ h_{t-1} reads the state itself;
+    `zone_h` (N, H), one row per packed row: h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t,
+    which is h̃_t's formula with z replaced by z' = d + (1 - d) ⊙ z, kept for the
+    backward (dh_{t-1} = z' ⊙ dh_t + ..., and every q_a gains a factor 1 - d).
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse):
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        b_ih,
+        w_hh,
+        b_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        rec_mask=None,
+        zone_h=None,
+    ):
         H = h0.shape[1]
         gates = kernel_project(x, w_ih, b_ih)  # (N, 3H): input part, then r, z, n
         hws = torch.empty_like(gates)  # (N, 3H) W_hh h_{t-1} + b_hh
         hs = x.new_empty(gates.shape[0], H)  # (N, H) outputs
         gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
+        hms = None if rec_mask is None else torch.empty_like(hs)  # m ⊙ h_{t-1}
+        masked = outs if hms is None else hms.split(batch_sizes)
+        zs = None  # (N, H) z' = d + (1 - d) z, for the backward
+        zones = keeps = zs_ = outs  # unused without zoneout
+        if zone_h is not None:
+            zs = torch.empty_like(hs)
+            zones, keeps = zone_h.split(batch_sizes), (1 - zone_h).split(batch_sizes)
+            zs_ = zs.split(batch_sizes)
         w_t = w_hh.t()
         done: List[Tensor] = []
         h = h0[:0]
         for t in kernel_order(len(gs), reverse):
-            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev
+            if rec_mask is not None:
+                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
             if b_hh is None:
-                hw = torch.mm(h_prev, w_t, out=hws_[t])  # (size, 3H)
+                hw = torch.mm(h_in, w_t, out=hws_[t])  # (size, 3H)
             else:
-                hw = torch.addmm(b_hh, h_prev, w_t, out=hws_[t])
+                hw = torch.addmm(b_hh, h_in, w_t, out=hws_[t])
             a = gs[t]
             r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
             n = a[:, 2 * H :].addcmul_(r, hw[:, 2 * H :])
             kernel_tanh(n, out=n)
-            h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
-        ctx.save_for_backward(x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs)
+            if zone_h is None:
+                h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+            else:  # z' = d + (1 - d) z; lerp: h_{t-1} exactly where d = 1
+                z = torch.addcmul(zones[t], keeps[t], z, out=zs_[t])
+                h = torch.lerp(n, h_prev, z, out=outs[t])
+        ctx.save_for_backward(
+            x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs, hms, zs, rec_mask, zone_h
+        )
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn):
-        x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors
+        x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors[:9]
+        hms, zs, rec_mask, zone_h = ctx.saved_tensors[9:]
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
             def plain(x, w_ih, b_ih, w_hh, b_hh, h0):
                 xw = kernel_project(x, w_ih, b_ih)
-                return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+                return gru_kernel_plain(
+                    xw, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+                )
 
             inputs = [x, w_ih, b_ih, w_hh, b_hh, h0]
             grads = kernel_recompute_grads(
                 plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
             )
-            return (*grads, None, None)
+            return (*grads, None, None, None, None)
         H = h0.shape[1]
         r, z, n = gates.chunk(3, 1)
         h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
-        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh_t
-        da = torch.cat(  # da / dh_t; each step multiplies its rows by dh in place
-            [q_n * hws[:, 2 * H :] * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r],
-            1,
-        )  # (N, 3H)
+        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
+        q_z = (h_prev - n) * z * (1 - z)  # d pre-σ z / dh̃_t
+        if zone_h is not None:  # dh̃_t = (1 - d) dh_t; z' in place of z
+            keep = 1 - zone_h
+            q_n.mul_(keep)
+            q_z.mul_(keep)
+            z = zs
+        da = torch.cat([q_n * hws[:, 2 * H :] * r * (1 - r), q_z, q_n * r], 1)
+        # da: (N, 3H) da / dh_t; each step multiplies its rows by dh in place
         dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
-        d_outs, das, dhs_, zs = (t.split(batch_sizes) for t in (d_hs, da, dhs, z))
+        d_outs, das, dhs_, zs_ = (t.split(batch_sizes) for t in (d_hs, da, dhs, z))
         init_grads: List[Tensor] = []
         dh = d_hn[:0]  # gradient of the state the next-run step started from
         for t in kernel_order(len(das), not reverse):
@@ -820,14 +864,17 @@ class GRUKernelFunction(torch.autograd.Function):
                 out=dhs_[t],
             )
             das[t].view(size, 3, H).mul_(dh.unsqueeze(1))
-            dh = torch.addmm(dh * zs[t], das[t], w_hh)  # (size, H)
+            if rec_mask is None:
+                dh = torch.addmm(dh * zs_[t], das[t], w_hh)  # (size, H)
+            else:
+                dh = torch.mm(das[t], w_hh).mul_(rec_mask[:size]).addcmul_(dh, zs_[t])
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        d_whh = da.t() @ h_prev  # (3H, H)
+        d_whh = da.t() @ (h_prev if hms is None else hms)  # (3H, H)
         d_bhh = da.sum(0) if ctx.needs_input_grad[4] else None
         torch.mul(dhs, q_n, out=da[:, 2 * H :])  # da is now the input side's gradient
         dx, d_wih, d_bih = kernel_input_grads(ctx, da, x, w_ih)
         dh0 = kernel_init_grad(init_grads)
-        return dx, d_wih, d_bih, d_whh, d_bhh, dh0, None, None
+        return dx, d_wih, d_bih, d_whh, d_bhh, dh0, None, None, None, None
 
 
 def gru_kernel_plain(
@@ -837,25 +884,35 @@ def gru_kernel_plain(
     h0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """GRUKernelFunction's forward step for step, left to autograd."""
     H = h0.shape[1]
     w_t = w_hh.t()
     xs = xw.split(batch_sizes)
+    zones, keeps = xs, xs
+    if zone_h is not None:
+        zones, keeps = zone_h.split(batch_sizes), (1 - zone_h).split(batch_sizes)
     hs: List[Tensor] = []
     done: List[Tensor] = []
     h = h0[:0]
     for j in range(len(xs)):
         t = len(xs) - 1 - j if reverse else j
-        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, done)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
         if b_hh is None:
-            hw = torch.mm(h_prev, w_t)  # (size, 3H)
+            hw = torch.mm(h_in, w_t)  # (size, 3H)
         else:
-            hw = torch.addmm(b_hh, h_prev, w_t)
+            hw = torch.addmm(b_hh, h_in, w_t)
         x = xs[t]
         r, z = torch.add(x[:, : 2 * H], hw[:, : 2 * H]).sigmoid().chunk(2, 1)
         n = kernel_tanh(torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :]))
-        h = torch.addcmul(n, z, h_prev - n)
+        if zone_h is None:
+            h = torch.addcmul(n, z, h_prev - n)
+        else:  # zoneout: z' = d + (1 - d) z
+            h = torch.lerp(n, h_prev, torch.addcmul(zones[t], keeps[t], z))
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -874,14 +931,15 @@ def gru_kernel_layer(
     rec_mask: Optional[Tensor] = None,
     zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """(N, H) outputs and (B, H) final state of one GRU layer-direction."""
-    if rec_mask is not None or zone_h is not None:
-        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
+    """(N, H) outputs and (B, H) final state of one GRU layer-direction; the
+    regularizer masks as `GRUKernelFunction` takes them (None: off)."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, b_ih)
-        return gru_kernel_plain(xw, w_hh, b_hh, h0, batch_sizes, reverse)
+        return gru_kernel_plain(
+            xw, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+        )
     out, h_n = GRUKernelFunction.apply(
-        x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse
+        x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
     )
     return out, h_n
 

@@ -2,7 +2,9 @@
 
 h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)
 
-Backward: act' is known from h alone (1 - h², or h > 0).
+With recurrent dropout the matmul reads m ⊙ h_{t-1}; with zoneout that h_t is h̃_t
+and the state is d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t. Backward: act' is known from h̃ alone
+(1 - h̃², or h̃ > 0).
 """
 
 from typing import List, Optional, Tuple
@@ -32,55 +34,95 @@ from .stack import (
 class RNNKernelFunction(torch.autograd.Function):
     """One direction of one Elman layer: h_t = act(W_ih x_t + b + W_hh h_{t-1}).
 
-    Forward projects every step's input into the output buffer, which each step then
-    completes in place. Backward: act' is known from h alone (1 - h², or h > 0), so
-    a step is one multiply and one matmul; each weight gradient is one matmul.
+    Forward projects every step's input into a buffer, which each step then
+    completes in place into h̃_t = act(z_t). Backward: act' is known from h̃ alone
+    (1 - h̃², or h̃ > 0), so a step is one multiply and one matmul; each weight
+    gradient is one matmul.
+
+    The regularizers (design section 9), None when off: `rec_mask` (B, H), sorted
+    by length, scales the matmul's input: z_t = ... + W_hh (m ⊙ h_{t-1}), the
+    masked rows kept for dW_hh; `zone_h` (N, H), one row per packed row: h_t =
+    d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t, so the outputs are a second buffer and h̃ (for
+    act') stays in the first.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu):
-        hs = kernel_project(x, w_ih, bias)  # (N, H): input part, then the outputs
-        outs = hs.split(batch_sizes)
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        relu,
+        rec_mask=None,
+        zone_h=None,
+    ):
+        pre = kernel_project(x, w_ih, bias)  # (N, H): input part, then h̃
+        hs = pre if zone_h is None else torch.empty_like(pre)  # (N, H) outputs
+        hms = None if rec_mask is None else torch.empty_like(pre)  # m ⊙ h_{t-1}
+        acts, outs = pre.split(batch_sizes), hs.split(batch_sizes)
+        masked = outs if hms is None else hms.split(batch_sizes)
+        zones = outs if zone_h is None else zone_h.split(batch_sizes)  # d rows
         w_t = w_hh.t()
         done: List[Tensor] = []
         h = h0[:0]
-        for t in kernel_order(len(outs), reverse):
-            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
-            h = outs[t].addmm_(h_prev, w_t)
+        for t in kernel_order(len(acts), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev
+            if rec_mask is not None:
+                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
+            h = acts[t].addmm_(h_in, w_t)
             h = h.relu_() if relu else kernel_tanh(h, out=h)
-        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, hs)
+            if zone_h is not None:  # h̃ + d (h_{t-1} - h̃): h_{t-1} exactly where d = 1
+                h = torch.lerp(h, h_prev, zones[t], out=outs[t])
+        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h)
         ctx.plan = (batch_sizes, reverse, relu)
         return hs, kernel_final_rows(h, done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn):
-        x, w_ih, bias, w_hh, h0, hs = ctx.saved_tensors
+        x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h = ctx.saved_tensors
         batch_sizes, reverse, relu = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
             def plain(x, w_ih, bias, w_hh, h0):
                 xw = kernel_project(x, w_ih, bias)
-                return rnn_kernel_plain(xw, w_hh, h0, batch_sizes, reverse, relu)
+                return rnn_kernel_plain(
+                    xw, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+                )
 
             inputs = [x, w_ih, bias, w_hh, h0]
             grads = kernel_recompute_grads(
                 plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
             )
-            return (*grads, None, None, None)
-        # act'(z) for every step; each step multiplies its rows by dh in place
-        dz = (hs > 0).to(hs.dtype) if relu else hs.mul(hs).neg_().add_(1)  # (N, H)
+            return (*grads, None, None, None, None, None)
+        # dz/dh_t = act'(z) (1 - d) for every step; each step multiplies by dh in place
+        dz = (pre > 0).to(pre.dtype) if relu else pre.mul(pre).neg_().add_(1)  # (N, H)
+        if zone_h is not None:
+            dz.addcmul_(dz, zone_h, value=-1)
         d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
+        zones = dzs if zone_h is None else zone_h.split(batch_sizes)
         init_grads: List[Tensor] = []
         dh = d_hn[:0]  # gradient of the state the next-run step started from
         for t in kernel_order(len(dzs), not reverse):
             size = batch_sizes[t]
-            dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
-            dh = dzs[t].mul_(dh) @ w_hh  # (size, H)
+            dh_t = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
+            dh = dzs[t].mul_(dh_t) @ w_hh  # (size, H)
+            if rec_mask is not None:
+                dh.mul_(rec_mask[:size])
+            if zone_h is not None:
+                dh.addcmul_(zones[t], dh_t)
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        d_whh = dz.t() @ kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (H, H)
+        if hms is None:
+            hms = kernel_prev_rows(hs, h0, batch_sizes, reverse)
+        d_whh = dz.t() @ hms  # (H, H)
         dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0 = kernel_init_grad(init_grads)
-        return dx, d_wih, d_bias, d_whh, dh0, None, None, None
+        return dx, d_wih, d_bias, d_whh, dh0, None, None, None, None, None
 
 
 def rnn_kernel_plain(
@@ -90,18 +132,25 @@ def rnn_kernel_plain(
     batch_sizes: List[int],
     reverse: bool,
     relu: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """RNNKernelFunction's forward step for step, left to autograd."""
     w_t = w_hh.t()
     xs = xw.split(batch_sizes)
+    zones = xs if zone_h is None else zone_h.split(batch_sizes)
     hs: List[Tensor] = []
     done: List[Tensor] = []
     h = h0[:0]
     for j in range(len(xs)):
         t = len(xs) - 1 - j if reverse else j
-        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
-        z = torch.addmm(xs[t], h_prev, w_t)
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, done)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+        z = torch.addmm(xs[t], h_in, w_t)
         h = torch.relu(z) if relu else kernel_tanh(z)
+        if zone_h is not None:
+            h = torch.lerp(h, h_prev, zones[t])
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -120,14 +169,15 @@ def rnn_kernel_layer(
     rec_mask: Optional[Tensor] = None,
     zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """(N, H) outputs and (B, H) final state of one Elman layer-direction."""
-    if rec_mask is not None or zone_h is not None:
-        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
+    """(N, H) outputs and (B, H) final state of one Elman layer-direction; the
+    regularizer masks as `RNNKernelFunction` takes them (None: off)."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xw = kernel_project(x, w_ih, bias)
-        return rnn_kernel_plain(xw, w_hh, h0, batch_sizes, reverse, relu)
+        return rnn_kernel_plain(
+            xw, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+        )
     out, h_n = RNNKernelFunction.apply(
-        x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu
+        x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
     )
     return out, h_n
 
