@@ -255,7 +255,152 @@ def kernel_time_major_rows(
     return steps * batch + ranks
 
 
-class KernelStackBase:
+def kernel_locked(
+    data: Tensor, mask: Tensor, batch_sizes: List[int], order: Optional[Tensor]
+) -> Tensor:
+    """Packed rows `data` (N, F), each times its sequence's row of `mask` (B, F):
+    one mask for every step of a sequence (locked dropout). The mask's rows are in
+    the caller's order (`order[j]`: the j-th longest sequence; None: sorted)."""
+    if order is not None:
+        mask = mask.index_select(0, order)
+    steps, batch = len(batch_sizes), mask.shape[0]
+    if batch_sizes[steps - 1] == batch:  # every step holds the whole batch
+        shape = data.shape
+        return (data.reshape(steps, batch, shape[1]) * mask).reshape(shape)
+    _, ranks = kernel_row_ranks(batch_sizes, batch)
+    return data * mask.index_select(0, ranks.to(mask.device))
+
+
+class KernelTorchPath:
+    """torch's kernel for `KernelStackBase`, which mixes it in before torch's module
+    (so `super().forward` is torch's) and provides the draws (`_kernel_weight_mask`,
+    `_kernel_locked_mask`), `_kernel_zero_states` and `_kernel_weight_stride`."""
+
+    @staticmethod
+    def _kernel_torch_state(hx: Optional[List[Tensor]]):
+        """Our list of states as torch's forward takes them: h, or (h, c)."""
+        if hx is None or len(hx) == 1:
+            return None if hx is None else hx[0]
+        return hx[0], hx[1]
+
+    def _kernel_torch_forward(self, input, hx, lengths: Optional[Tensor]):
+        """torch's kernel (oneDNN / cuDNN) on a padded batch, through packing when
+        lengths are given, or on a PackedSequence; states as our list."""
+        batch = 0 if lengths is None else lengths.shape[0]
+        if lengths is None or batch == 0:  # torch cannot pack an empty batch
+            return self._kernel_torch_call(input, hx)
+        steps = input.shape[1] if self.batch_first else input.shape[0]
+        packed = nn.utils.rnn.pack_padded_sequence(
+            input, lengths, batch_first=self.batch_first, enforce_sorted=False
+        )
+        out, states = self._kernel_torch_call(packed, hx)
+        out, _ = nn.utils.rnn.pad_packed_sequence(
+            out, batch_first=self.batch_first, total_length=steps
+        )
+        return out, states
+
+    def _kernel_torch_by_layer(self) -> bool:
+        """Whether torch's kernel runs a layer at a time: residual sums, and in
+        training a dropped W_hh or a locked mask between layers."""
+        if self.residual:
+            return True
+        if not self.training:
+            return False  # weight drop and locked dropout are the identity
+        locked = self.locked_dropout and self.dropout > 0 and self.num_layers > 1
+        return self.weight_drop > 0 or locked
+
+    def _kernel_torch_call(self, input, hx: Optional[List[Tensor]]):
+        """torch's forward, or its kernel a layer at a time where the stack needs
+        it (`_kernel_torch_by_layer`)."""
+        if self._kernel_torch_by_layer():
+            return self._kernel_torch_layers(input, hx)
+        out, state = super().forward(input, self._kernel_torch_state(hx))
+        return out, list(state) if isinstance(state, tuple) else [state]
+
+    def _kernel_torch_weights(self, layer: int) -> List[Tensor]:
+        """The flat weights of `layer` (both directions) as torch's kernel takes
+        them: a new list, W_hh replaced by W_hh ⊙ M/(1-P) where weight drop draws
+        a mask (per direction, in order); the parameters stay registered as is."""
+        dirs = 2 if self.bidirectional else 1
+        n = self._kernel_weight_stride()
+        weights = list(self._flat_weights[layer * dirs * n : (layer + 1) * dirs * n])
+        for d in range(dirs):
+            w_hh = weights[d * n + 1]
+            mask = self._kernel_weight_mask(layer * dirs + d, w_hh)
+            if mask is not None:
+                weights[d * n + 1] = w_hh * mask
+        return weights
+
+    def _kernel_torch_between(
+        self,
+        data: Tensor,
+        layer: int,
+        batch_sizes: Optional[Tensor],
+        sorted_indices: Optional[Tensor],
+    ) -> Tensor:
+        """The dropout after `layer` on torch's layout: packed rows (as
+        `_kernel_between`), or a padded (T, B, F) / batch-first (B, T, F) batch,
+        whose locked mask (B, F) broadcasts over time."""
+        if batch_sizes is not None:
+            return self._kernel_between(
+                data, layer, batch_sizes.tolist(), sorted_indices
+            )
+        if not self._kernel_drops_after(layer):
+            return data
+        if not self.locked_dropout:
+            return F.dropout(data, self.dropout, True)
+        batch_dim = 0 if self.batch_first else 1
+        batch, features = data.shape[batch_dim], data.shape[2]
+        mask = self._kernel_locked_mask(layer, batch, features, data)
+        return data * mask.unsqueeze(1 - batch_dim)
+
+    def _kernel_torch_layers(self, input, hx: Optional[List[Tensor]]):
+        """torch's fused kernel a layer at a time (both directions in one call) on a
+        padded batch or a PackedSequence, with the dropped weights, the dropout
+        between layers and the residual sums of `_kernel_stack`; torch infers proj
+        from the state widths."""
+        packed = isinstance(input, nn.utils.rnn.PackedSequence)
+        data, batch_sizes, sorted_indices, unsorted_indices = (
+            input if packed else (input, None, None, None)
+        )
+        if hx is None:
+            batch_dim = 0 if self.batch_first else 1
+            batch = int(batch_sizes[0]) if packed else data.shape[batch_dim]
+            hx = self._kernel_zero_states(data, batch)
+        elif sorted_indices is not None:
+            hx = [h.index_select(1, sorted_indices) for h in hx]
+        kernel = {
+            "LSTM": torch._VF.lstm,
+            "GRU": torch._VF.gru,
+            "RNN_TANH": torch._VF.rnn_tanh,
+            "RNN_RELU": torch._VF.rnn_relu,
+        }[self.mode]
+        flags = (self.bias, 1, 0.0, self.training, self.bidirectional)
+        dirs = 2 if self.bidirectional else 1
+        finals: List[List[Tensor]] = [[] for _ in hx]
+        for layer in range(self.num_layers):
+            state = [h[layer * dirs : (layer + 1) * dirs] for h in hx]
+            state = tuple(state) if len(state) == 2 else state[0]
+            weights = self._kernel_torch_weights(layer)
+            if packed:
+                out, *states = kernel(data, batch_sizes, state, weights, *flags)
+            else:
+                out, *states = kernel(data, state, weights, *flags, self.batch_first)
+            for j in range(len(states)):
+                finals[j].append(states[j])
+            data = out + data if self.residual and layer > 0 else out
+            data = self._kernel_torch_between(data, layer, batch_sizes, sorted_indices)
+        states = [torch.cat(f) for f in finals]
+        if unsorted_indices is not None:
+            states = [s.index_select(1, unsorted_indices) for s in states]
+        if packed:
+            return nn.utils.rnn.PackedSequence(
+                data, batch_sizes, sorted_indices, unsorted_indices
+            ), states
+        return data, states
+
+
+class KernelStackBase(KernelTorchPath):
     """Layer/direction/packing logic shared by the four kernel modules.
 
     Mixed in before torch's module (`class CustomLSTM(KernelStackBase, nn.LSTM)`), it
@@ -335,10 +480,12 @@ class KernelStackBase:
                 "got 'torch'"
             )
 
-    def _kernel_changes_step(self) -> bool:
-        """Whether an option changes the recurrent step (only our kernel runs it)."""
+    def _kernel_changes_step(self, training: bool = True) -> bool:
+        """Whether an option changes the recurrent step (only our kernel runs it),
+        in training or in eval (where recurrent dropout is the identity and zoneout
+        blends by its rate)."""
         zoneout = self.zoneout > 0 or self.zoneout_cell > 0
-        return zoneout or self.recurrent_dropout > 0
+        return zoneout or (training and self.recurrent_dropout > 0)
 
     def _kernel_state_sizes(self) -> List[int]:
         """Widths of the states: [h] or, for LSTMs, [h, c]; h is P wide with proj."""
@@ -368,14 +515,24 @@ class KernelStackBase:
         return n + 1 if self.proj_size > 0 else n
 
     def _kernel_weights(
-        self, k: int
+        self, k: int, masks: Optional[List[Optional[Tensor]]] = None
     ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
-        """w_ih, w_hh, b_ih, b_hh of layer-direction k (torch's flat order)."""
+        """w_ih, w_hh, b_ih, b_hh of layer-direction k (torch's flat order).
+
+        Given the masks `_kernel_stack` passes a layer, w_hh is the dropped one
+        (masks[3]) when weight drop drew a mask: W_hh ⊙ M/(1-P), whose gradient
+        reaches the registered weight_hh_l{k} through autograd.
+        """
         n = self._kernel_weight_stride()
         w = self._flat_weights[k * n : k * n + n]
+        w_hh = w[1]
+        if masks is not None and len(masks) > 3:
+            dropped = masks[3]
+            if dropped is not None:
+                w_hh = dropped
         if self.bias:
-            return w[0], w[1], w[2], w[3]
-        return w[0], w[1], None, None
+            return w[0], w_hh, w[2], w[3]
+        return w[0], w_hh, None, None
 
     def _kernel_proj_weight(self, k: int) -> Optional[Tensor]:
         """w_hr (P, H) of layer-direction k; None without proj."""
@@ -383,6 +540,47 @@ class KernelStackBase:
             return None
         n = self._kernel_weight_stride()
         return self._flat_weights[k * n + n - 1]
+
+    def _kernel_weight_mask(self, k: int, w_hh: Tensor) -> Optional[Tensor]:
+        """The weight-drop mask of layer-direction k: in training, M/(1-P) of
+        w_hh's shape, M ~ Bernoulli(1-P), one per forward call shared by the whole
+        batch and every step; drawn just before the step masks of k. None in eval
+        or without weight_drop. Tests wrap this method to record the masks."""
+        p = self.weight_drop
+        if not self.training or p == 0:
+            return None
+        return w_hh.new_empty(w_hh.shape).bernoulli_(1 - p).div_(1 - p)
+
+    def _kernel_locked_mask(
+        self, layer: int, batch: int, features: int, like: Tensor
+    ) -> Tensor:
+        """The locked dropout mask after `layer`: (B, features) Bernoulli(1-P)/(1-P)
+        with torch's `dropout` P, one row per sequence (the caller's order), the
+        same at every step (AWD's LockedDropout). Tests wrap this method."""
+        p = self.dropout
+        return like.new_empty(batch, features).bernoulli_(1 - p).div_(1 - p)
+
+    def _kernel_drops_after(self, layer: int) -> bool:
+        """Whether the dropout between layers acts after `layer` (as torch's)."""
+        last = layer + 1 == self.num_layers
+        return self.training and self.dropout > 0 and not last
+
+    def _kernel_between(
+        self,
+        data: Tensor,
+        layer: int,
+        batch_sizes: List[int],
+        order: Optional[Tensor],
+    ) -> Tensor:
+        """The dropout after `layer` on packed rows (N, F): torch's, one draw per
+        element, or locked, one (B, F) mask per sequence (`order[j]`: the caller's
+        index of the j-th longest sequence) for all its rows."""
+        if not self._kernel_drops_after(layer):
+            return data
+        if not self.locked_dropout:
+            return F.dropout(data, self.dropout, True)
+        mask = self._kernel_locked_mask(layer, batch_sizes[0], data.shape[1], data)
+        return kernel_locked(data, mask, batch_sizes, order)
 
     def _kernel_step_masks(
         self, k: int, batch: int, steps: int, like: Tensor
@@ -454,6 +652,8 @@ class KernelStackBase:
         Layer k > 0 reads both directions of layer k-1 (dropped out between layers)
         and, when residual, adds that input to its output. `order[j]` is the
         caller's index of the j-th longest sequence (None: already in that order).
+        Per layer-direction the weight mask is drawn, then the step masks; the
+        dropped W_hh travels to `_kernel_layer` as masks[3] (`_kernel_weights`).
         """
         num_directions = 2 if self.bidirectional else 1
         finals: List[List[Tensor]] = [[] for _ in hx]
@@ -467,10 +667,14 @@ class KernelStackBase:
             outs: List[Tensor] = []
             for direction in range(num_directions):
                 k = layer * num_directions + direction
+                w_hh = self._kernel_weights(k)[1]
+                w_mask = self._kernel_weight_mask(k, w_hh)
                 masks = self._kernel_step_masks(k, batch, steps, data)
                 masks = self._kernel_packed_masks(
                     masks, data.shape[0], order, time_rows
                 )
+                if w_mask is not None:
+                    masks.append(w_hh * w_mask)
                 out, states = self._kernel_layer(
                     data, k, [h[k] for h in hx], batch_sizes, direction == 1, masks
                 )
@@ -479,8 +683,7 @@ class KernelStackBase:
                     finals[j].append(states[j])
             out = outs[0] if num_directions == 1 else torch.cat(outs, 1)  # (N, D*H)
             data = out + data if self.residual and layer > 0 else out
-            if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
-                data = F.dropout(data, self.dropout, True)
+            data = self._kernel_between(data, layer, batch_sizes, order)
         return data, [torch.stack(f) for f in finals]
 
     def _kernel_check_states(
@@ -630,93 +833,17 @@ class KernelStackBase:
         return packed, states
 
     def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
-        """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)."""
+        """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)
+        or an option changes the step (zoneout; recurrent dropout in training)."""
         if self.impl != "auto":
             return self.impl == "torch"
-        if self._kernel_changes_step():
+        if self._kernel_changes_step(self.training):
             return False
         if self.proj_size > 0 and torch.compiler.is_compiling():
             return False  # export: torch's ONNX exporter mis-shapes LSTM projections
         packed = isinstance(input, nn.utils.rnn.PackedSequence)
         device = input.data.device if packed else input.device
         return not (packed or lengths is not None) or device.type != "cpu"
-
-    @staticmethod
-    def _kernel_torch_state(hx: Optional[List[Tensor]]):
-        """Our list of states as torch's forward takes them: h, or (h, c)."""
-        if hx is None or len(hx) == 1:
-            return None if hx is None else hx[0]
-        return hx[0], hx[1]
-
-    def _kernel_torch_forward(self, input, hx, lengths: Optional[Tensor]):
-        """torch's kernel (oneDNN / cuDNN) on a padded batch, through packing when
-        lengths are given, or on a PackedSequence; states as our list."""
-        batch = 0 if lengths is None else lengths.shape[0]
-        if lengths is None or batch == 0:  # torch cannot pack an empty batch
-            return self._kernel_torch_call(input, hx)
-        steps = input.shape[1] if self.batch_first else input.shape[0]
-        packed = nn.utils.rnn.pack_padded_sequence(
-            input, lengths, batch_first=self.batch_first, enforce_sorted=False
-        )
-        out, states = self._kernel_torch_call(packed, hx)
-        out, _ = nn.utils.rnn.pad_packed_sequence(
-            out, batch_first=self.batch_first, total_length=steps
-        )
-        return out, states
-
-    def _kernel_torch_call(self, input, hx: Optional[List[Tensor]]):
-        """torch's forward, or its kernel a layer at a time where the stack needs
-        it (residual)."""
-        if self.residual:
-            return self._kernel_torch_layers(input, hx)
-        out, state = super().forward(input, self._kernel_torch_state(hx))
-        return out, list(state) if isinstance(state, tuple) else [state]
-
-    def _kernel_torch_layers(self, input, hx: Optional[List[Tensor]]):
-        """torch's fused kernel a layer at a time (both directions in one call) on a
-        padded batch or a PackedSequence, with dropout between layers and the
-        residual sums of `_kernel_stack`; torch infers proj from the state widths."""
-        packed = isinstance(input, nn.utils.rnn.PackedSequence)
-        data, batch_sizes, sorted_indices, unsorted_indices = (
-            input if packed else (input, None, None, None)
-        )
-        if hx is None:
-            batch_dim = 0 if self.batch_first else 1
-            batch = int(batch_sizes[0]) if packed else data.shape[batch_dim]
-            hx = self._kernel_zero_states(data, batch)
-        elif sorted_indices is not None:
-            hx = [h.index_select(1, sorted_indices) for h in hx]
-        kernel = {
-            "LSTM": torch._VF.lstm,
-            "GRU": torch._VF.gru,
-            "RNN_TANH": torch._VF.rnn_tanh,
-            "RNN_RELU": torch._VF.rnn_relu,
-        }[self.mode]
-        flags = (self.bias, 1, 0.0, self.training, self.bidirectional)
-        dirs = 2 if self.bidirectional else 1
-        per_layer = dirs * self._kernel_weight_stride()
-        finals: List[List[Tensor]] = [[] for _ in hx]
-        for layer in range(self.num_layers):
-            state = [h[layer * dirs : (layer + 1) * dirs] for h in hx]
-            state = tuple(state) if len(state) == 2 else state[0]
-            weights = self._flat_weights[layer * per_layer : (layer + 1) * per_layer]
-            if packed:
-                out, *states = kernel(data, batch_sizes, state, weights, *flags)
-            else:
-                out, *states = kernel(data, state, weights, *flags, self.batch_first)
-            for j in range(len(states)):
-                finals[j].append(states[j])
-            data = out + data if layer > 0 else out
-            if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
-                data = F.dropout(data, self.dropout, True)
-        states = [torch.cat(f) for f in finals]
-        if unsorted_indices is not None:
-            states = [s.index_select(1, unsorted_indices) for s in states]
-        if packed:
-            return nn.utils.rnn.PackedSequence(
-                data, batch_sizes, sorted_indices, unsorted_indices
-            ), states
-        return data, states
 
     def _kernel_one_state_forward(
         self, input, hx: Optional[Tensor], lengths: Optional[Tensor]
@@ -1169,7 +1296,7 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         w_hr = self._kernel_proj_weight(k)
         out, h_n, c_n = lstm_kernel_layer(
@@ -1547,7 +1674,7 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         peep = self._flat_peepholes[k]
         w_hr = self._kernel_proj_weight(k)

@@ -47,6 +47,7 @@ class ImportLine:
 MODULE_ORDER = (
     "packing",
     "kernel",
+    "torchkernel",
     "stack",
     "rnn",
     "lstm",

@@ -287,7 +287,7 @@ class CustomGRU(KernelStackBase, nn.GRU):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         # b_hh stays inside r ⊙ (W_hn h + b_hn)
         out, h_n = gru_kernel_layer(
             x,

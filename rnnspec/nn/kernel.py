@@ -234,3 +234,19 @@ def kernel_time_major_rows(
     if order is not None:
         ranks = order.cpu().index_select(0, ranks)
     return steps * batch + ranks
+
+
+def kernel_locked(
+    data: Tensor, mask: Tensor, batch_sizes: List[int], order: Optional[Tensor]
+) -> Tensor:
+    """Packed rows `data` (N, F), each times its sequence's row of `mask` (B, F):
+    one mask for every step of a sequence (locked dropout). The mask's rows are in
+    the caller's order (`order[j]`: the j-th longest sequence; None: sorted)."""
+    if order is not None:
+        mask = mask.index_select(0, order)
+    steps, batch = len(batch_sizes), mask.shape[0]
+    if batch_sizes[steps - 1] == batch:  # every step holds the whole batch
+        shape = data.shape
+        return (data.reshape(steps, batch, shape[1]) * mask).reshape(shape)
+    _, ranks = kernel_row_ranks(batch_sizes, batch)
+    return data * mask.index_select(0, ranks.to(mask.device))

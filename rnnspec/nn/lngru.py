@@ -308,7 +308,7 @@ class LayerNormGRU(CustomGRU):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         g_ih, g_hh = self._flat_layer_norms[2 * k], self._flat_layer_norms[2 * k + 1]
         out, h_n = lngru_kernel_layer(
             x,

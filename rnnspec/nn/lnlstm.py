@@ -509,7 +509,7 @@ class LayerNormLSTM(PeepholesLoadAsZero, CustomLSTM):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         norms = self._flat_layer_norms[4 * k : 4 * k + 4]
         peep: Optional[Tensor] = None

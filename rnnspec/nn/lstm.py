@@ -449,7 +449,7 @@ class CustomLSTM(KernelStackBase, nn.LSTM):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         w_hr = self._kernel_proj_weight(k)
         out, h_n, c_n = lstm_kernel_layer(

@@ -376,7 +376,7 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         peep = self._flat_peepholes[k]
         w_hr = self._kernel_proj_weight(k)

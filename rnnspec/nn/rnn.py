@@ -244,7 +244,7 @@ class CustomRNN(KernelStackBase, nn.RNN):
         reverse: bool,
         masks: List[Optional[Tensor]],
     ) -> Tuple[Tensor, List[Tensor]]:
-        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
         bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
         relu = self.nonlinearity == "relu"
         out, h_n = rnn_kernel_layer(

@@ -4,8 +4,9 @@ One module per cell, each with its `torch.autograd.Function` (hand-written backw
 its plain steps, its layer function and its module class: `rnn` (CustomRNN, tanh or
 relu), `lstm` (CustomLSTM), `peephole` (PeepholeLSTM, a CustomLSTM), `lnlstm`, `gru`
 (CustomGRU) and `lngru`. `kernel` holds the packed-row helpers of a layer-direction;
-this module holds `KernelStackBase`: the layers, directions, packing, the options
-and the masks of the regularizers of a stack.
+`torchkernel` the path through torch's fused kernel; this module holds
+`KernelStackBase`: the layers, directions, packing, the options and the masks of
+the regularizers of a stack.
 
 Each public class subclasses torch's own module, so parameter names, shapes, gate
 order and default initialisation are torch's by construction, and a torch state dict
@@ -57,12 +58,14 @@ from torch import Tensor, nn
 from .kernel import (
     kernel_check_lengths,
     kernel_check_rate,
+    kernel_locked,
     kernel_packing_plan,
     kernel_time_major_rows,
 )
+from .torchkernel import KernelTorchPath
 
 
-class KernelStackBase:
+class KernelStackBase(KernelTorchPath):
     """Layer/direction/packing logic shared by the four kernel modules.
 
     Mixed in before torch's module (`class CustomLSTM(KernelStackBase, nn.LSTM)`), it
@@ -142,10 +145,12 @@ class KernelStackBase:
                 "got 'torch'"
             )
 
-    def _kernel_changes_step(self) -> bool:
-        """Whether an option changes the recurrent step (only our kernel runs it)."""
+    def _kernel_changes_step(self, training: bool = True) -> bool:
+        """Whether an option changes the recurrent step (only our kernel runs it),
+        in training or in eval (where recurrent dropout is the identity and zoneout
+        blends by its rate)."""
         zoneout = self.zoneout > 0 or self.zoneout_cell > 0
-        return zoneout or self.recurrent_dropout > 0
+        return zoneout or (training and self.recurrent_dropout > 0)
 
     def _kernel_state_sizes(self) -> List[int]:
         """Widths of the states: [h] or, for LSTMs, [h, c]; h is P wide with proj."""
@@ -175,14 +180,24 @@ class KernelStackBase:
         return n + 1 if self.proj_size > 0 else n
 
     def _kernel_weights(
-        self, k: int
+        self, k: int, masks: Optional[List[Optional[Tensor]]] = None
     ) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
-        """w_ih, w_hh, b_ih, b_hh of layer-direction k (torch's flat order)."""
+        """w_ih, w_hh, b_ih, b_hh of layer-direction k (torch's flat order).
+
+        Given the masks `_kernel_stack` passes a layer, w_hh is the dropped one
+        (masks[3]) when weight drop drew a mask: W_hh ⊙ M/(1-P), whose gradient
+        reaches the registered weight_hh_l{k} through autograd.
+        """
         n = self._kernel_weight_stride()
         w = self._flat_weights[k * n : k * n + n]
+        w_hh = w[1]
+        if masks is not None and len(masks) > 3:
+            dropped = masks[3]
+            if dropped is not None:
+                w_hh = dropped
         if self.bias:
-            return w[0], w[1], w[2], w[3]
-        return w[0], w[1], None, None
+            return w[0], w_hh, w[2], w[3]
+        return w[0], w_hh, None, None
 
     def _kernel_proj_weight(self, k: int) -> Optional[Tensor]:
         """w_hr (P, H) of layer-direction k; None without proj."""
@@ -190,6 +205,47 @@ class KernelStackBase:
             return None
         n = self._kernel_weight_stride()
         return self._flat_weights[k * n + n - 1]
+
+    def _kernel_weight_mask(self, k: int, w_hh: Tensor) -> Optional[Tensor]:
+        """The weight-drop mask of layer-direction k: in training, M/(1-P) of
+        w_hh's shape, M ~ Bernoulli(1-P), one per forward call shared by the whole
+        batch and every step; drawn just before the step masks of k. None in eval
+        or without weight_drop. Tests wrap this method to record the masks."""
+        p = self.weight_drop
+        if not self.training or p == 0:
+            return None
+        return w_hh.new_empty(w_hh.shape).bernoulli_(1 - p).div_(1 - p)
+
+    def _kernel_locked_mask(
+        self, layer: int, batch: int, features: int, like: Tensor
+    ) -> Tensor:
+        """The locked dropout mask after `layer`: (B, features) Bernoulli(1-P)/(1-P)
+        with torch's `dropout` P, one row per sequence (the caller's order), the
+        same at every step (AWD's LockedDropout). Tests wrap this method."""
+        p = self.dropout
+        return like.new_empty(batch, features).bernoulli_(1 - p).div_(1 - p)
+
+    def _kernel_drops_after(self, layer: int) -> bool:
+        """Whether the dropout between layers acts after `layer` (as torch's)."""
+        last = layer + 1 == self.num_layers
+        return self.training and self.dropout > 0 and not last
+
+    def _kernel_between(
+        self,
+        data: Tensor,
+        layer: int,
+        batch_sizes: List[int],
+        order: Optional[Tensor],
+    ) -> Tensor:
+        """The dropout after `layer` on packed rows (N, F): torch's, one draw per
+        element, or locked, one (B, F) mask per sequence (`order[j]`: the caller's
+        index of the j-th longest sequence) for all its rows."""
+        if not self._kernel_drops_after(layer):
+            return data
+        if not self.locked_dropout:
+            return F.dropout(data, self.dropout, True)
+        mask = self._kernel_locked_mask(layer, batch_sizes[0], data.shape[1], data)
+        return kernel_locked(data, mask, batch_sizes, order)
 
     def _kernel_step_masks(
         self, k: int, batch: int, steps: int, like: Tensor
@@ -261,6 +317,8 @@ class KernelStackBase:
         Layer k > 0 reads both directions of layer k-1 (dropped out between layers)
         and, when residual, adds that input to its output. `order[j]` is the
         caller's index of the j-th longest sequence (None: already in that order).
+        Per layer-direction the weight mask is drawn, then the step masks; the
+        dropped W_hh travels to `_kernel_layer` as masks[3] (`_kernel_weights`).
         """
         num_directions = 2 if self.bidirectional else 1
         finals: List[List[Tensor]] = [[] for _ in hx]
@@ -274,10 +332,14 @@ class KernelStackBase:
             outs: List[Tensor] = []
             for direction in range(num_directions):
                 k = layer * num_directions + direction
+                w_hh = self._kernel_weights(k)[1]
+                w_mask = self._kernel_weight_mask(k, w_hh)
                 masks = self._kernel_step_masks(k, batch, steps, data)
                 masks = self._kernel_packed_masks(
                     masks, data.shape[0], order, time_rows
                 )
+                if w_mask is not None:
+                    masks.append(w_hh * w_mask)
                 out, states = self._kernel_layer(
                     data, k, [h[k] for h in hx], batch_sizes, direction == 1, masks
                 )
@@ -286,8 +348,7 @@ class KernelStackBase:
                     finals[j].append(states[j])
             out = outs[0] if num_directions == 1 else torch.cat(outs, 1)  # (N, D*H)
             data = out + data if self.residual and layer > 0 else out
-            if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
-                data = F.dropout(data, self.dropout, True)
+            data = self._kernel_between(data, layer, batch_sizes, order)
         return data, [torch.stack(f) for f in finals]
 
     def _kernel_check_states(
@@ -437,93 +498,17 @@ class KernelStackBase:
         return packed, states
 
     def _kernel_defers_to_torch(self, input, lengths: Optional[Tensor]) -> bool:
-        """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)."""
+        """impl="auto": torch's fused kernel unless ours is faster (packed, on CPU)
+        or an option changes the step (zoneout; recurrent dropout in training)."""
         if self.impl != "auto":
             return self.impl == "torch"
-        if self._kernel_changes_step():
+        if self._kernel_changes_step(self.training):
             return False
         if self.proj_size > 0 and torch.compiler.is_compiling():
             return False  # export: torch's ONNX exporter mis-shapes LSTM projections
         packed = isinstance(input, nn.utils.rnn.PackedSequence)
         device = input.data.device if packed else input.device
         return not (packed or lengths is not None) or device.type != "cpu"
-
-    @staticmethod
-    def _kernel_torch_state(hx: Optional[List[Tensor]]):
-        """Our list of states as torch's forward takes them: h, or (h, c)."""
-        if hx is None or len(hx) == 1:
-            return None if hx is None else hx[0]
-        return hx[0], hx[1]
-
-    def _kernel_torch_forward(self, input, hx, lengths: Optional[Tensor]):
-        """torch's kernel (oneDNN / cuDNN) on a padded batch, through packing when
-        lengths are given, or on a PackedSequence; states as our list."""
-        batch = 0 if lengths is None else lengths.shape[0]
-        if lengths is None or batch == 0:  # torch cannot pack an empty batch
-            return self._kernel_torch_call(input, hx)
-        steps = input.shape[1] if self.batch_first else input.shape[0]
-        packed = nn.utils.rnn.pack_padded_sequence(
-            input, lengths, batch_first=self.batch_first, enforce_sorted=False
-        )
-        out, states = self._kernel_torch_call(packed, hx)
-        out, _ = nn.utils.rnn.pad_packed_sequence(
-            out, batch_first=self.batch_first, total_length=steps
-        )
-        return out, states
-
-    def _kernel_torch_call(self, input, hx: Optional[List[Tensor]]):
-        """torch's forward, or its kernel a layer at a time where the stack needs
-        it (residual)."""
-        if self.residual:
-            return self._kernel_torch_layers(input, hx)
-        out, state = super().forward(input, self._kernel_torch_state(hx))
-        return out, list(state) if isinstance(state, tuple) else [state]
-
-    def _kernel_torch_layers(self, input, hx: Optional[List[Tensor]]):
-        """torch's fused kernel a layer at a time (both directions in one call) on a
-        padded batch or a PackedSequence, with dropout between layers and the
-        residual sums of `_kernel_stack`; torch infers proj from the state widths."""
-        packed = isinstance(input, nn.utils.rnn.PackedSequence)
-        data, batch_sizes, sorted_indices, unsorted_indices = (
-            input if packed else (input, None, None, None)
-        )
-        if hx is None:
-            batch_dim = 0 if self.batch_first else 1
-            batch = int(batch_sizes[0]) if packed else data.shape[batch_dim]
-            hx = self._kernel_zero_states(data, batch)
-        elif sorted_indices is not None:
-            hx = [h.index_select(1, sorted_indices) for h in hx]
-        kernel = {
-            "LSTM": torch._VF.lstm,
-            "GRU": torch._VF.gru,
-            "RNN_TANH": torch._VF.rnn_tanh,
-            "RNN_RELU": torch._VF.rnn_relu,
-        }[self.mode]
-        flags = (self.bias, 1, 0.0, self.training, self.bidirectional)
-        dirs = 2 if self.bidirectional else 1
-        per_layer = dirs * self._kernel_weight_stride()
-        finals: List[List[Tensor]] = [[] for _ in hx]
-        for layer in range(self.num_layers):
-            state = [h[layer * dirs : (layer + 1) * dirs] for h in hx]
-            state = tuple(state) if len(state) == 2 else state[0]
-            weights = self._flat_weights[layer * per_layer : (layer + 1) * per_layer]
-            if packed:
-                out, *states = kernel(data, batch_sizes, state, weights, *flags)
-            else:
-                out, *states = kernel(data, state, weights, *flags, self.batch_first)
-            for j in range(len(states)):
-                finals[j].append(states[j])
-            data = out + data if layer > 0 else out
-            if self.training and self.dropout > 0 and layer + 1 < self.num_layers:
-                data = F.dropout(data, self.dropout, True)
-        states = [torch.cat(f) for f in finals]
-        if unsorted_indices is not None:
-            states = [s.index_select(1, unsorted_indices) for s in states]
-        if packed:
-            return nn.utils.rnn.PackedSequence(
-                data, batch_sizes, sorted_indices, unsorted_indices
-            ), states
-        return data, states
 
     def _kernel_one_state_forward(
         self, input, hx: Optional[Tensor], lengths: Optional[Tensor]
