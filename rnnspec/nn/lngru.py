@@ -8,6 +8,10 @@ h' = (1 - z) ⊙ n + z ⊙ h
 LN(v; γ) = γ ⊙ (v - mean(v)) / sqrt(var(v) + 1e-5) over the whole 3H vector of a
 row (biased variance; 1e-5 is written out where used, as TorchScript reads no
 global floats).
+
+Recurrent dropout and zoneout (design section 9) run inside the step:
+b = LN(W_hh (m ⊙ h); γ_hh) + b_hh with the sequence's mask m (z ⊙ h reads h
+itself), and h' = d ⊙ h + (1 - d) ⊙ h̃', h̃' the update above.
 """
 
 from typing import List, Optional, Tuple

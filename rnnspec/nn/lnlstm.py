@@ -8,6 +8,10 @@ h' = o ⊙ tanh(LN(c'; γ_c, β_c))                          (then W_hr h' with 
 LN(v; γ, β) = γ ⊙ (v - mean v) / sqrt(var v + 1e-5) + β over the whole vector
 (biased variance; eps written as a literal, which TorchScript needs). The gate
 norms have gains only: b_ih + b_hh is their bias.
+
+Recurrent dropout and zoneout (design section 9) run inside the step:
+LN(W_hh (m ⊙ h)) with the sequence's mask m, and h' = d ⊙ h + (1 - d) ⊙ h̃',
+c' = d^c ⊙ c + (1 - d^c) ⊙ c̃', h̃' computed from the un-zoned c̃'.
 """
 
 from typing import List, Optional, Tuple
@@ -124,7 +128,11 @@ class LNLSTMKernelFunction(torch.autograd.Function):
         cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t (c_t unless zoned out)
         ms = torch.empty_like(cs)  # (N, H) o ⊙ tanh(LN(c̃_t)): h̃_t unless projected
         gs, css, mss = (t.split(batch_sizes) for t in (gates, cs, ms))
-        zhs, zcs = lnlstm_split(zone_h, batch_sizes), lnlstm_split(zone_c, batch_sizes)
+        # zoned out, the states h_t, c_t: (N, ·) rows that the steps write
+        h_zoned = None if zone_h is None else x.new_empty(cs.shape[0], h0.shape[1])
+        c_zoned = None if zone_c is None else torch.empty_like(cs)
+        zones = (zone_h, zone_c, h_zoned, c_zoned)
+        zhs, zcs, hzs, czs = (lnlstm_split(z, batch_sizes) for z in zones)
         steps = len(gs)
         rows: List[List[Tensor]] = [[] for _ in range(steps)]  # per step, in order
         w_step = lnlstm_packed(w_hh, h0.shape[0], onednn)
@@ -155,16 +163,19 @@ class LNLSTMKernelFunction(torch.autograd.Function):
             if w_hr is not None:
                 h = lnlstm_linear(h, w_hr, onednn)  # (size, P)
             if zcs is not None:  # c_t = c̃_t + d (c_{t-1} - c̃_t)
-                c = torch.addcmul(c, zcs[t], c_prev - c)
+                c = torch.addcmul(c, zcs[t], c_prev - c, out=czs[t])
             if zhs is not None:
-                h = torch.addcmul(h, zhs[t], h_prev - h)
-            rows[t] = [hw, mean_h, rstd_h, norm_c, mean_c, rstd_c, h, c]
+                h = torch.addcmul(h, zhs[t], h_prev - h, out=hzs[t])
+            rows[t] = [hw, mean_h, rstd_h, norm_c, mean_c, rstd_c, h]
         hws, mean_h, rstd_h, norm_c, mean_c, rstd_c = (
             torch.cat([r[k] for r in rows]) for k in range(6)
         )
-        plain_h = w_hr is None and zone_h is None
-        hs = ms if plain_h else torch.cat([r[6] for r in rows])  # outputs h_t
-        c_states = cs if zone_c is None else torch.cat([r[7] for r in rows])
+        hs = ms  # outputs h_t: h̃_t unless projected or zoned out
+        if h_zoned is not None:
+            hs = h_zoned
+        elif w_hr is not None:
+            hs = torch.cat([r[6] for r in rows])
+        c_states = cs if c_zoned is None else c_zoned
         ctx.save_for_backward(
             *(x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0),
             *(xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h),
