@@ -6,7 +6,7 @@ float64, fed the masks the module drew (`tests.nn.masks.recorded_step_masks`):
 outputs, final states and every gradient, padded, with unsorted lengths and
 packed, both directions, two layers, each option alone and together. Then the
 Functions directly (gradcheck, gradgradcheck, the plain steps with the same
-masks), eval mode, the masks' sharing and rates, and TorchScript.
+masks), eval mode, the masks' sharing and rates, TorchScript and export.
 """
 
 import warnings
@@ -368,7 +368,8 @@ def test_eval_recurrent_dropout_is_the_identity(cell):
     with_it, without = make(recurrent_dropout=0.5), make()
     without.load_state_dict(with_it.state_dict())
     x, state = torch.randn(BATCH, STEPS, N_IN, dtype=F64), make_states(with_it)
-    with_it.eval(), without.eval()
+    with_it.eval()
+    without.eval()
     for mode in ("padded", "lengths", "packed"):
         got = call_module(with_it, x, state, mode)
         expected = call_module(without, x, state, mode)
@@ -389,7 +390,7 @@ def test_eval_recurrent_dropout_is_the_identity(cell):
 )
 def test_eval_zoneout_blends_by_the_rate(cell, kw):
     """In eval h_t = P h_{t-1} + (1 - P) h̃_t (c with its own rate): the
-    reference with d = P, outputs and gradients, padded and packed."""
+    reference with d = P, outputs and gradients, padded and with lengths."""
     torch.manual_seed(5)
     m = (make_lstm if cell == "lstm" else make_gru)(**kw).eval()
     x, state = torch.randn(BATCH, STEPS, N_IN, dtype=F64), make_states(m)
@@ -706,3 +707,47 @@ def test_empty_batch_in_training(cell):
     out, _ = m(torch.randn(0, STEPS, N_IN, dtype=F64))
     width = 2 * (PROJ if cell == "lstm" else HID)
     assert out.shape == (0, STEPS, width)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torchscript_training_equals_eager_under_the_same_seed(cell):
+    """Scripted, the plain steps run, drawing the same masks from the same seed:
+    the same outputs and parameter gradients as the eager Functions."""
+    kw = dict(recurrent_dropout=0.3, zoneout=0.4)
+    m = make_lstm(zoneout_cell=0.5, **kw) if cell == "lstm" else make_gru(**kw)
+    m.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated
+        scripted = torch.jit.script(m)
+    x = torch.randn(BATCH, STEPS, N_IN, dtype=F64)
+    params = list(m.parameters())
+    for lengths in (None, LENGTHS):
+        results = []
+        for call in (m, scripted):
+            torch.manual_seed(10)
+            out = call(x, None, lengths)[0]
+            results.append([out, *torch.autograd.grad((out * out).sum(), params)])
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    torch.manual_seed(11)  # another seed, other masks
+    assert not torch.allclose(scripted(x, None, LENGTHS)[0], results[0][0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_export_eval_with_zoneout_equals_eager(cell):
+    """torch.export traces the plain steps with zoneout's rates: eager's numbers."""
+    torch.manual_seed(12)
+    kw = dict(recurrent_dropout=0.3, zoneout=0.4)
+    m = make_lstm(zoneout_cell=0.5, **kw) if cell == "lstm" else make_gru(**kw)
+    m.eval()
+    x = torch.randn(BATCH, STEPS, N_IN, dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(m, (x,)).module()
+    x2 = torch.randn_like(x)
+    with torch.no_grad():
+        got, expected = exported(x2), m(x2)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-12, rtol=0)
+    without = (make_lstm() if cell == "lstm" else make_gru()).eval()
+    without.load_state_dict(m.state_dict())
+    assert not torch.allclose(without(x2)[0], expected[0])  # zoneout counts
