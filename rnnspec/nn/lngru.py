@@ -8,6 +8,10 @@ h' = (1 - z) ⊙ n + z ⊙ h
 LN(v; γ) = γ ⊙ (v - mean(v)) / sqrt(var(v) + 1e-5) over the whole 3H vector of a
 row (biased variance; 1e-5 is written out where used, as TorchScript reads no
 global floats).
+
+Recurrent dropout and zoneout (design section 9) run inside the step:
+b = LN(W_hh (m ⊙ h); γ_hh) + b_hh with the sequence's mask m (z ⊙ h reads h
+itself), and h' = d ⊙ h + (1 - d) ⊙ h̃', h̃' the update above.
 """
 
 from typing import List, Optional, Tuple
@@ -57,30 +61,52 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
 
     Forward: the input projection of every step is one matmul and one LayerNorm
     over all rows; each step normalises its W_hh h_{t-1}, keeping the row
-    statistics (mean, 1/std). Backward: as GRUKernelFunction's, with LayerNorm's
-    backward between the gradient of LN(W_hh h_{t-1}) and the matmul that carries
-    it to h_{t-1}; after the loop, the weight gradients are one matmul over all
-    steps and the gains' and biases' gradients sums over all rows.
+    statistics (mean, 1/std). Backward (`lngru_backward`): as GRUKernelFunction's,
+    with LayerNorm's backward between the gradient of LN(W_hh h_{t-1}) and the
+    matmul that carries it to h_{t-1}; after the loop, the weight gradients are one
+    matmul over all steps and the gains' and biases' gradients sums over all rows.
+
+    Regularizers (design section 9), applied inside the step, no gradient, None
+    where off: `rec_mask` (B, H), recurrent dropout, scales the matmul's input
+    only (b = LN(W_hh (m ⊙ h_{t-1})); z ⊙ h_{t-1} reads the state itself);
+    `zone_h` (N, H), zoneout, one row per packed row: h_t = d h_{t-1} + (1 - d) h̃_t.
     """
 
     @staticmethod
-    def forward(ctx, x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, batch_sizes, reverse):
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        b_ih,
+        w_hh,
+        b_hh,
+        g_ih,
+        g_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        rec_mask=None,
+        zone_h=None,
+    ):
         H = h0.shape[1]
         xw = torch.mm(x, w_ih.t())  # (N, 3H)
         gates, mean_x, rstd_x = torch.native_layer_norm(  # gates: a, then r, z, n
             xw, [3 * H], g_ih, b_ih, 1e-5
         )
-        hws = torch.empty_like(xw)  # (N, 3H) W_hh h_{t-1}, before the norm
-        hs = x.new_empty(xw.shape[0], H)  # (N, H) outputs
+        hws = torch.empty_like(xw)  # (N, 3H) W_hh (m ⊙ h_{t-1}), before the norm
+        hs = x.new_empty(xw.shape[0], H)  # (N, H) outputs h_t
         gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
+        zones = None if zone_h is None else zone_h.split(batch_sizes)
         w_t = w_hh.t()
         means: List[Tensor] = [mean_x] * len(gs)  # (size, 1) each, by step
         rstds: List[Tensor] = [rstd_x] * len(gs)
         done: List[Tensor] = []
         h = h0[:0]
         for t in kernel_order(len(gs), reverse):
-            h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
-            hw = torch.mm(h_prev, w_t, out=hws_[t])  # (size, 3H)
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+            hw = torch.mm(h_in, w_t, out=hws_[t])  # (size, 3H)
             b, means[t], rstds[t] = torch.native_layer_norm(
                 hw, [3 * H], g_hh, b_hh, 1e-5
             )
@@ -88,10 +114,15 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
             r, z = a[:, : 2 * H].add_(b[:, : 2 * H]).sigmoid_().chunk(2, 1)
             n = a[:, 2 * H :].addcmul_(r, b[:, 2 * H :])
             kernel_tanh(n, out=n)
-            h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+            if zones is None:
+                h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+            else:  # h̃_t, then h_t = h̃_t + d (h_{t-1} - h̃_t)
+                h = torch.addcmul(n, z, h_prev - n)
+                h = torch.addcmul(h, zones[t], h_prev - h, out=outs[t])
         ctx.save_for_backward(
             x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs,
             xw, mean_x, rstd_x, hws, torch.cat(means), torch.cat(rstds),
+            rec_mask, zone_h,
         )  # fmt: skip
         ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, done)
@@ -99,67 +130,96 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_hs, d_hn):
         saved = ctx.saved_tensors
-        x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs = saved[:10]
-        xw, mean_x, rstd_x, hws, mean_h, rstd_h = saved[10:]
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+            rec_mask, zone_h = saved[16], saved[17]
 
             def plain(x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0):
                 xa = lngru_project(x, w_ih, b_ih, g_ih)
                 return lngru_kernel_plain(
-                    xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse
+                    xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse, rec_mask, zone_h
                 )
 
-            inputs = [x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0]
             grads = kernel_recompute_grads(
-                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+                plain, list(saved[:8]), ctx.needs_input_grad, [d_hs, d_hn]
             )
-            return (*grads, None, None)
-        H = h0.shape[1]
-        need = ctx.needs_input_grad
-        b_n = (hws[:, 2 * H :] - mean_h).mul_(rstd_h).mul_(g_hh[2 * H :])  # (N, H)
-        if b_hh is not None:
-            b_n += b_hh[2 * H :]
-        r, z, n = gates.chunk(3, 1)
-        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
-        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh_t
-        db = torch.cat(  # d b / dh_t; each step multiplies its rows by dh in place
-            [q_n * b_n * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r], 1
-        )  # (N, 3H)
-        dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
-        dhws = torch.empty_like(db)  # (N, 3H) gradient of W_hh h_{t-1}
-        d_outs, dbs, dhs_, dhws_, zs, hws_, means, rstds = (
-            t.split(batch_sizes) for t in (d_hs, db, dhs, dhws, z, hws, mean_h, rstd_h)
+            return (*grads, None, None, None, None)
+        grads = lngru_backward(saved, d_hs, d_hn, ctx.plan, ctx.needs_input_grad)
+        return (*grads, None, None, None, None)
+
+
+def lngru_backward(
+    saved: Tuple[Tensor, ...],
+    d_hs: Tensor,
+    d_hn: Tensor,
+    plan: Tuple[List[int], bool],
+    need: Tuple[bool, ...],
+) -> List[Optional[Tensor]]:
+    """LayerNormGRUKernelFunction's hand-written backward: the gradients of its 8
+    tensor inputs. Every gradient of b = LN(·) + b_hh at a step is dh̃_t times a
+    factor known from the forward (db), formed for all rows first. With zoneout,
+    d ⊙ dh_t goes straight to h_{t-1} and dh̃_t = (1 - d) dh_t; with recurrent
+    dropout the matmul's gradient to h_{t-1} and its input rows are masked."""
+    x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs = saved[:10]
+    xw, mean_x, rstd_x, hws, mean_h, rstd_h, rec_mask, zone_h = saved[10:]
+    batch_sizes, reverse = plan
+    H = h0.shape[1]
+    b_n = (hws[:, 2 * H :] - mean_h).mul_(rstd_h).mul_(g_hh[2 * H :])  # (N, H)
+    if b_hh is not None:
+        b_n += b_hh[2 * H :]
+    r, z, n = gates.chunk(3, 1)
+    h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H) h_{t-1}
+    q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
+    db = torch.cat(  # d b / dh̃_t; each step multiplies its rows by dh̃ in place
+        [q_n * b_n * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r], 1
+    )  # (N, 3H)
+    dhs = torch.empty_like(hs)  # (N, H) gradient of each h̃_t
+    dhws = torch.empty_like(db)  # (N, 3H) gradient of W_hh (m ⊙ h_{t-1})
+    d_outs, dbs, dhs_, dhws_, zs, hws_, means, rstds = (
+        t.split(batch_sizes) for t in (d_hs, db, dhs, dhws, z, hws, mean_h, rstd_h)
+    )
+    zones = None if zone_h is None else zone_h.split(batch_sizes)
+    only_v = [True, False, False]
+    init_grads: List[Tensor] = []
+    dh = d_hn[:0]  # gradient of the state the next-run step started from
+    for t in kernel_order(len(dbs), not reverse):
+        size = batch_sizes[t]
+        dh = kernel_state_rows_grad(dh, d_hn, size, init_grads)
+        carry: Optional[Tensor] = None
+        if zones is None:
+            dh = torch.add(dh, d_outs[t], out=dhs_[t])
+        else:  # dh_t, then d ⊙ dh_t to h_{t-1} and dh̃_t = dh_t - d ⊙ dh_t
+            dh = dh + d_outs[t]
+            carry = zones[t] * dh
+            dh = torch.sub(dh, carry, out=dhs_[t])
+        dbs[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+        dhw, _, _ = lngru_norm_backward(
+            dbs[t], hws_[t], means[t], rstds[t], g_hh, None, only_v
         )
-        only_v = [True, False, False]
-        init_grads: List[Tensor] = []
-        dh = d_hn[:0]  # gradient of the state the next-run step started from
-        for t in kernel_order(len(dbs), not reverse):
-            size = batch_sizes[t]
-            dh = torch.add(
-                kernel_state_rows_grad(dh, d_hn, size, init_grads),
-                d_outs[t],
-                out=dhs_[t],
-            )
-            dbs[t].view(size, 3, H).mul_(dh.unsqueeze(1))
-            dhw, _, _ = lngru_norm_backward(
-                dbs[t], hws_[t], means[t], rstds[t], g_hh, None, only_v
-            )
-            dhws_[t].copy_(dhw)
+        dhws_[t].copy_(dhw)
+        if rec_mask is None:
             dh = torch.addmm(dh * zs[t], dhw, w_hh)  # (size, H)
-        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        d_whh = dhws.t() @ h_prev if need[3] else None  # (3H, H)
-        _, d_ghh, d_bhh = lngru_norm_backward(
-            db, hws, mean_h, rstd_h, g_hh, b_hh, [False, need[6], need[4]]
-        )
-        torch.mul(dhs, q_n, out=db[:, 2 * H :])  # db is now the gradient of a
-        dxw, d_gih, d_bih = lngru_norm_backward(
-            db, xw, mean_x, rstd_x, g_ih, b_ih, [need[0] or need[1], need[5], need[2]]
-        )
-        dx = dxw @ w_ih if need[0] else None  # (N, input)
-        d_wih = dxw.t() @ x if need[1] else None  # (3H, input)
-        dh0 = kernel_init_grad(init_grads)
-        return dx, d_wih, d_bih, d_whh, d_bhh, d_gih, d_ghh, dh0, None, None
+        else:
+            dh = torch.addcmul(dh * zs[t], dhw @ w_hh, rec_mask[:size])
+        if carry is not None:
+            dh.add_(carry)
+    kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+    d_whh: Optional[Tensor] = None
+    if need[3]:
+        if rec_mask is not None:  # what the matmul read
+            h_prev.mul_(torch.cat([rec_mask[:size] for size in batch_sizes]))
+        d_whh = dhws.t() @ h_prev  # (3H, H)
+    _, d_ghh, d_bhh = lngru_norm_backward(
+        db, hws, mean_h, rstd_h, g_hh, b_hh, [False, need[6], need[4]]
+    )
+    torch.mul(dhs, q_n, out=db[:, 2 * H :])  # db is now the gradient of a
+    dxw, d_gih, d_bih = lngru_norm_backward(
+        db, xw, mean_x, rstd_x, g_ih, b_ih, [need[0] or need[1], need[5], need[2]]
+    )
+    dx = dxw @ w_ih if need[0] else None  # (N, input)
+    d_wih = dxw.t() @ x if need[1] else None  # (3H, input)
+    dh0 = kernel_init_grad(init_grads)
+    return [dx, d_wih, d_bih, d_whh, d_bhh, d_gih, d_ghh, dh0]
 
 
 def lngru_project(
@@ -178,22 +238,29 @@ def lngru_kernel_plain(
     h0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """LayerNormGRUKernelFunction's forward step for step, left to autograd."""
     H = h0.shape[1]
     w_t = w_hh.t()
     xs = xa.split(batch_sizes)
+    zones: List[Tensor] = [] if zone_h is None else zone_h.split(batch_sizes)
     hs: List[Tensor] = []
     done: List[Tensor] = []
     h = h0[:0]
     for j in range(len(xs)):
         t = len(xs) - 1 - j if reverse else j
-        h_prev = kernel_state_rows(h, h0, batch_sizes[t], done)
-        b = F.layer_norm(torch.mm(h_prev, w_t), [3 * H], g_hh, b_hh, 1e-5)
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, done)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+        b = F.layer_norm(torch.mm(h_in, w_t), [3 * H], g_hh, b_hh, 1e-5)
         a = xs[t]
         r, z = torch.add(a[:, : 2 * H], b[:, : 2 * H]).sigmoid().chunk(2, 1)
         n = kernel_tanh(torch.addcmul(a[:, 2 * H :], r, b[:, 2 * H :]))
         h = torch.addcmul(n, z, h_prev - n)
+        if zone_h is not None:  # h_t = h̃_t + d (h_{t-1} - h̃_t)
+            h = torch.addcmul(h, zones[t], h_prev - h)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -215,14 +282,25 @@ def lngru_kernel_layer(
     zone_h: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """(N, H) outputs and (B, H) final state of one layer-normalised GRU
-    layer-direction."""
-    if rec_mask is not None or zone_h is not None:
-        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
+    layer-direction; the masks as LayerNormGRUKernelFunction takes them."""
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         xa = lngru_project(x, w_ih, b_ih, g_ih)
-        return lngru_kernel_plain(xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse)
+        return lngru_kernel_plain(
+            xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+        )
     out, h_n = LayerNormGRUKernelFunction.apply(
-        x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, batch_sizes, reverse
+        x,
+        w_ih,
+        b_ih,
+        w_hh,
+        b_hh,
+        g_ih,
+        g_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        rec_mask,
+        zone_h,
     )
     return out, h_n
 

@@ -8,6 +8,10 @@ h' = o ⊙ tanh(LN(c'; γ_c, β_c))                          (then W_hr h' with 
 LN(v; γ, β) = γ ⊙ (v - mean v) / sqrt(var v + 1e-5) + β over the whole vector
 (biased variance; eps written as a literal, which TorchScript needs). The gate
 norms have gains only: b_ih + b_hh is their bias.
+
+Recurrent dropout and zoneout (design section 9) run inside the step:
+LN(W_hh (m ⊙ h)) with the sequence's mask m, and h' = d ⊙ h + (1 - d) ⊙ h̃',
+c' = d^c ⊙ c + (1 - d^c) ⊙ c̃', h̃' computed from the un-zoned c̃'.
 """
 
 from typing import List, Optional, Tuple
@@ -85,6 +89,13 @@ class LNLSTMKernelFunction(torch.autograd.Function):
     their statistics. Backward runs LayerNorm's backward inside the recurrence (of
     LN(c) and of LN(W_hh h), per step, from the saved statistics); the weight and
     gain gradients are then one matmul or one reduction over all steps.
+
+    Regularizers (design section 9), each applied inside the step: `rec_mask`
+    (B, W), recurrent dropout, scales the matmul's input h_{t-1} (row j of a step
+    by rec_mask[j]); `zone_h` (N, W) and `zone_c` (N, H), zoneout, one row per
+    packed row, blend the new states with the previous ones, h_t = d h_{t-1} +
+    (1 - d) h̃_t, after h̃_t and c̃_t are computed from the un-zoned c̃_t. They
+    get no gradient; None where off.
     """
 
     @staticmethod
@@ -104,6 +115,9 @@ class LNLSTMKernelFunction(torch.autograd.Function):
         c0,
         batch_sizes,
         reverse,
+        rec_mask=None,
+        zone_h=None,
+        zone_c=None,
     ):
         H = c0.shape[1]
         G = 4 * H
@@ -111,9 +125,14 @@ class LNLSTMKernelFunction(torch.autograd.Function):
         xw = lnlstm_linear(x, w_ih, onednn)  # (N, 4H) W_ih x of every row
         # gates: γ_ih LN(W_ih x) + b, each step completes its rows in place
         gates, mean_x, rstd_x = torch.native_layer_norm(xw, [G], g_ih, bias, 1e-5)
-        cs = x.new_empty(gates.shape[0], H)  # (N, H) c_t
-        ms = torch.empty_like(cs)  # (N, H) o ⊙ tanh(LN(c_t)): h_t unless projected
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t (c_t unless zoned out)
+        ms = torch.empty_like(cs)  # (N, H) o ⊙ tanh(LN(c̃_t)): h̃_t unless projected
         gs, css, mss = (t.split(batch_sizes) for t in (gates, cs, ms))
+        # zoned out, the states h_t, c_t: (N, ·) rows that the steps write
+        h_zoned = None if zone_h is None else x.new_empty(cs.shape[0], h0.shape[1])
+        c_zoned = None if zone_c is None else torch.empty_like(cs)
+        zones = (zone_h, zone_c, h_zoned, c_zoned)
+        zhs, zcs, hzs, czs = (lnlstm_split(z, batch_sizes) for z in zones)
         steps = len(gs)
         rows: List[List[Tensor]] = [[] for _ in range(steps)]  # per step, in order
         w_step = lnlstm_packed(w_hh, h0.shape[0], onednn)
@@ -124,7 +143,8 @@ class LNLSTMKernelFunction(torch.autograd.Function):
             size = batch_sizes[t]
             h_prev = kernel_state_rows(h, h0, size, h_done)
             c_prev = kernel_state_rows(c, c0, size, c_done)
-            hw = lnlstm_linear(h_prev, w_step, onednn)  # (size, 4H)
+            h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+            hw = lnlstm_linear(h_in, w_step, onednn)  # (size, 4H)
             norm_h, mean_h, rstd_h = torch.native_layer_norm(hw, [G], g_hh, None, 1e-5)
             a = gs[t].add_(norm_h)  # (size, 4H) pre-activations
             i, f, g, o = a.chunk(4, 1)
@@ -136,21 +156,31 @@ class LNLSTMKernelFunction(torch.autograd.Function):
             kernel_tanh(g, out=g)
             c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
             if peep is not None:
-                o.addcmul_(c, peep[2 * H :])  # o sees c_t
+                o.addcmul_(c, peep[2 * H :])  # o sees c̃_t
             o.sigmoid_()
             norm_c, mean_c, rstd_c = torch.native_layer_norm(c, [H], g_c, b_c, 1e-5)
             h = kernel_tanh(norm_c, out=mss[t]).mul_(o)
             if w_hr is not None:
                 h = lnlstm_linear(h, w_hr, onednn)  # (size, P)
+            if zcs is not None:  # c_t = c̃_t + d (c_{t-1} - c̃_t)
+                c = torch.addcmul(c, zcs[t], c_prev - c, out=czs[t])
+            if zhs is not None:
+                h = torch.addcmul(h, zhs[t], h_prev - h, out=hzs[t])
             rows[t] = [hw, mean_h, rstd_h, norm_c, mean_c, rstd_c, h]
         hws, mean_h, rstd_h, norm_c, mean_c, rstd_c = (
             torch.cat([r[k] for r in rows]) for k in range(6)
         )
-        hs = ms if w_hr is None else torch.cat([r[6] for r in rows])  # outputs
+        hs = ms  # outputs h_t: h̃_t unless projected or zoned out
+        if h_zoned is not None:
+            hs = h_zoned
+        elif w_hr is not None:
+            hs = torch.cat([r[6] for r in rows])
+        c_states = cs if c_zoned is None else c_zoned
         ctx.save_for_backward(
             *(x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0),
             *(xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h),
             *(cs, mean_c, rstd_c, norm_c, ms, hs),
+            *(c_states, rec_mask, zone_h, zone_c),
         )
         ctx.plan = (batch_sizes, reverse, onednn)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
@@ -160,18 +190,51 @@ class LNLSTMKernelFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
             batch_sizes, reverse = ctx.plan[0], ctx.plan[1]
+            rec_mask, zone_h, zone_c = saved[26:29]
 
             def plain(*inputs):
-                return lnlstm_kernel_plain(*inputs, batch_sizes, reverse)
+                return lnlstm_kernel_plain(
+                    *inputs, batch_sizes, reverse, rec_mask, zone_h, zone_c
+                )
 
             grads = kernel_recompute_grads(
                 plain, list(saved[:12]), ctx.needs_input_grad, [d_hs, d_hn, d_cn]
             )
-            return (*grads, None, None)
+            return (*grads, None, None, None, None, None)
         grads = lnlstm_backward(
             saved, [d_hs, d_hn, d_cn], ctx.plan, ctx.needs_input_grad
         )
-        return (*grads, None, None)
+        return (*grads, None, None, None, None, None)
+
+
+def lnlstm_split(
+    rows: Optional[Tensor], batch_sizes: List[int]
+) -> Optional[List[Tensor]]:
+    """(N, ·) packed rows (a zoneout mask) split by step; None stays None."""
+    return None if rows is None else list(rows.split(batch_sizes))
+
+
+def lnlstm_mask_rows(rec_mask: Tensor, batch_sizes: List[int]) -> Tensor:
+    """(N, W) the recurrent-dropout mask of every packed row: row j of a step
+    belongs to the j-th longest sequence, so a step's rows are rec_mask[:size]."""
+    return torch.cat([rec_mask[:size] for size in batch_sizes])
+
+
+def lnlstm_zone_grad(
+    grad: Tensor,
+    zone: Optional[List[Tensor]],
+    t: int,
+    out: Optional[Tensor] = None,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """Zoneout's adjoint at step t: from the gradient of a zoned state s_t =
+    d s_{t-1} + (1 - d) s̃_t, that of s̃_t (into `out` if given) and the part
+    d ⊙ grad that flows to s_{t-1} (None without zoneout: s_t is s̃_t)."""
+    if zone is None:
+        return grad, None
+    carry = zone[t] * grad
+    if out is None:
+        return grad - carry, carry
+    return torch.sub(grad, carry, out=out), carry
 
 
 def lnlstm_backward(
@@ -183,20 +246,23 @@ def lnlstm_backward(
     """LNLSTMKernelFunction's hand-written backward: the gradients of its 12 inputs.
 
     The factors that do not depend on the recurrence come first, for all rows
-    (`lstm_backward_factors`, with LN(c_t) in place of c_t: dz_{i,f,g} = dc_t P,
-    dz_o = dm_t P_o, d LN(c_t) = dm_t K); the steps then run the two LayerNorm
+    (`lstm_backward_factors`, with LN(c̃_t) in place of c_t: dz_{i,f,g} = dc̃_t P,
+    dz_o = dm_t P_o, d LN(c̃_t) = dm_t K); the steps then run the two LayerNorm
     backwards and the recurrent matmul; the rest are reductions over all rows.
+    With zoneout, d ⊙ dh_t goes straight to h_{t-1} and (1 - d) ⊙ dh_t to h̃_t
+    (c likewise); with recurrent dropout the matmul's gradient is masked.
     """
-    x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0 = saved[:12]
-    xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h = saved[12:19]
-    cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:]
+    w_hh, g_hh, g_c, peep, w_hr = saved[3], saved[5], saved[6], saved[8], saved[9]
+    c0, gates, (hws, mean_h, rstd_h) = saved[11], saved[15], saved[16:19]
+    cs, mean_c, rstd_c, hs = saved[19], saved[20], saved[21], saved[24]
+    c_states, rec_mask, zone_h, zone_c = saved[25:29]
     d_hs, d_hn, d_cn = outputs_grads
     batch_sizes, reverse, onednn = plan
     H = c0.shape[1]
-    c_prev = kernel_prev_rows(cs, c0, batch_sizes, reverse)  # (N, H)
-    dz, K = lstm_backward_factors(gates, c_prev, norm_c)  # dz holds P for now
-    d_norm_c = torch.empty_like(cs)  # (N, H) gradient of LN(c_t)
-    d_h = torch.empty_like(hs)  # (N, h width) gradient of h_t
+    c_prev = kernel_prev_rows(c_states, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
+    dz, K = lstm_backward_factors(gates, c_prev, saved[22])  # dz holds P for now
+    d_norm_c = torch.empty_like(cs)  # (N, H) gradient of LN(c̃_t)
+    d_h = torch.empty_like(hs)  # (N, h width) gradient of h̃_t
     split = [t.split(batch_sizes) for t in (d_hs, dz, K, d_norm_c, d_h)]
     d_outs, dzs, Ks, d_norm_cs, d_hs_ = split
     d_hws_: List[Tensor] = list(dzs)  # per step: gradient of W_hh h_{t-1}
@@ -204,32 +270,43 @@ def lnlstm_backward(
     css, mean_cs, rstd_cs, hws_ = saved_rows
     mean_hs, rstd_hs = mean_h.split(batch_sizes), rstd_h.split(batch_sizes)
     fs = gates[:, H : 2 * H].split(batch_sizes)
+    zhs, zcs = lnlstm_split(zone_h, batch_sizes), lnlstm_split(zone_c, batch_sizes)
     h_grads: List[Tensor] = []
     c_grads: List[Tensor] = []
     dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
     for t in kernel_order(len(dzs), not reverse):
         size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
         dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
-        dh = torch.add(dh, d_outs[t], out=d_hs_[t])
-        dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c_t))
+        if zhs is None:
+            dh = torch.add(dh, d_outs[t], out=d_hs_[t])
+            carry_h = None
+        else:  # dh_t, then dh̃_t = (1 - d) dh_t
+            dh, carry_h = lnlstm_zone_grad(dh + d_outs[t], zhs, t, d_hs_[t])
+        dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c̃_t))
         if w_hr is not None:
             dm = lnlstm_linear(dh, w_hr.t(), onednn)
         dz_o = dzt[:, 3 * H :].mul_(dm)
         d_nc = torch.mul(dm, Ks[t], out=d_norm_cs[t])
-        dc = kernel_state_rows_grad(dc, d_cn, size, c_grads) + lnlstm_norm_grad(
-            d_nc, css[t], mean_cs[t], rstd_cs[t], g_c
-        )
+        dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)  # of c_t
+        dc, carry_c = lnlstm_zone_grad(dc, zcs, t)  # of c̃_t, through c_t
+        dc = dc + lnlstm_norm_grad(d_nc, css[t], mean_cs[t], rstd_cs[t], g_c)
         if peep is not None:
-            dc.addcmul_(dz_o, peep[2 * H :])  # o saw c_t
+            dc.addcmul_(dz_o, peep[2 * H :])  # o saw c̃_t
         dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
         d_hw = lnlstm_norm_grad(dzt, hws_[t], mean_hs[t], rstd_hs[t], g_hh)
         d_hws_[t] = d_hw
         dh = lnlstm_linear(d_hw, w_hh.t(), onednn)  # (size, h width)
+        if rec_mask is not None:
+            dh.mul_(rec_mask[:size])
+        if carry_h is not None:
+            dh.add_(carry_h)
         dc = dc * fs[t]
         if peep is not None:  # i and f saw c_{t-1}
             dc.addcmul_(dzt[:, :H], peep[:H]).addcmul_(
                 dzt[:, H : 2 * H], peep[H : 2 * H]
             )
+        if carry_c is not None:
+            dc.add_(carry_c)
     kernel_state_rows_grad(dh, d_hn, 0, h_grads)
     kernel_state_rows_grad(dc, d_cn, 0, c_grads)
     d_hws = torch.cat(d_hws_)  # (N, 4H)
@@ -249,10 +326,12 @@ def lnlstm_row_grads(
 ) -> List[Optional[Tensor]]:
     """Gradients of x and of every weight from the per-row gradients of the steps:
     one matmul or one LayerNorm backward over all rows each. A weight gradient
-    dzᵀ v is (vᵀ dz)ᵀ: oneDNN then copies the narrower vᵀ, not dzᵀ."""
+    dzᵀ v is (vᵀ dz)ᵀ: oneDNN then copies the narrower vᵀ, not dzᵀ. d_h is the
+    gradient of h̃_t (of the projection's output)."""
     x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0 = saved[:12]
     xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h = saved[12:19]
-    cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:]
+    cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:25]
+    rec_mask = saved[26]
     batch_sizes, reverse, onednn = plan
     H, G = cs.shape[1], dz.shape[1]
     nlb = torch.ops.aten.native_layer_norm_backward
@@ -262,9 +341,11 @@ def lnlstm_row_grads(
     d_wih: Optional[Tensor] = None
     if needs[1]:
         d_wih = lnlstm_linear(x.t(), d_xw.t(), onednn).t()  # (4H, input)
-    h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, h width)
     d_whh: Optional[Tensor] = None
     if needs[3]:
+        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, h width)
+        if rec_mask is not None:  # what the matmul read
+            h_prev.mul_(lnlstm_mask_rows(rec_mask, batch_sizes))
         d_whh = lnlstm_linear(h_prev.t(), d_hws.t(), onednn).t()  # (4H, h width)
     d_ghh = nlb(dz, hws, [G], mean_h, rstd_h, g_hh, None, [False, needs[5], False])[1]
     _, d_gc, d_bc = nlb(
@@ -300,12 +381,17 @@ def lnlstm_kernel_plain(
     c0: Tensor,
     batch_sizes: List[int],
     reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """LNLSTMKernelFunction's forward step for step, left to autograd."""
     H = c0.shape[1]
     G = 4 * H
     xn = F.layer_norm(torch.mm(x, w_ih.t()), [G], g_ih, bias, 1e-5)
     xs = xn.split(batch_sizes)
+    zhs: List[Tensor] = [] if zone_h is None else zone_h.split(batch_sizes)
+    zcs: List[Tensor] = [] if zone_c is None else zone_c.split(batch_sizes)
     w_t = w_hh.t()
     hs: List[Tensor] = []
     h_done: List[Tensor] = []
@@ -316,7 +402,8 @@ def lnlstm_kernel_plain(
         size = batch_sizes[t]
         h_prev = kernel_state_rows(h, h0, size, h_done)
         c_prev = kernel_state_rows(c, c0, size, c_done)
-        hw = F.layer_norm(torch.mm(h_prev, w_t), [G], g_hh, None, 1e-5)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+        hw = F.layer_norm(torch.mm(h_in, w_t), [G], g_hh, None, 1e-5)
         a = xs[t] + hw  # (size, 4H)
         a_if = a[:, : 2 * H]
         if peep is not None:  # i, f see c_{t-1}
@@ -324,14 +411,18 @@ def lnlstm_kernel_plain(
             a_if = a_if.view(size, 2, H).addcmul(c_prev.unsqueeze(1), p_if)
         i, f = a_if.sigmoid().view(size, 2 * H).chunk(2, 1)
         g = kernel_tanh(a[:, 2 * H : 3 * H])
-        c = torch.addcmul(f * c_prev, i, g)
+        c = torch.addcmul(f * c_prev, i, g)  # c̃_t
         a_o = a[:, 3 * H :]
-        if peep is not None:  # o sees c_t
+        if peep is not None:  # o sees c̃_t
             a_o = a_o.addcmul(c, peep[2 * H :])
         norm_c = F.layer_norm(c, [H], g_c, b_c, 1e-5)
         h = kernel_tanh(norm_c) * a_o.sigmoid()
         if w_hr is not None:
             h = torch.mm(h, w_hr.t())
+        if zone_c is not None:  # c_t = c̃_t + d (c_{t-1} - c̃_t)
+            c = torch.addcmul(c, zcs[t], c_prev - c)
+        if zone_h is not None:
+            h = torch.addcmul(h, zhs[t], h_prev - h)
         hs.append(h)
     if reverse:
         hs.reverse()
@@ -355,9 +446,7 @@ def lnlstm_kernel_layer(
     zone_c: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """(N, h width) outputs and (B, ·) final h, c of one layer-direction; `norms`
-    are its γ_ih, γ_hh, γ_c, β_c."""
-    if rec_mask is not None or zone_h is not None or zone_c is not None:
-        raise NotImplementedError("recurrent_dropout and zoneout: not yet")
+    are its γ_ih, γ_hh, γ_c, β_c; the masks as LNLSTMKernelFunction takes them."""
     g_ih, g_hh, g_c, b_c = norms[0], norms[1], norms[2], norms[3]
     if torch.jit.is_scripting() or kernel_runs_plain(x):
         return lnlstm_kernel_plain(
@@ -375,6 +464,9 @@ def lnlstm_kernel_layer(
             c0,
             batch_sizes,
             reverse,
+            rec_mask,
+            zone_h,
+            zone_c,
         )
     out, h_n, c_n = LNLSTMKernelFunction.apply(
         x,
@@ -391,6 +483,9 @@ def lnlstm_kernel_layer(
         c0,
         batch_sizes,
         reverse,
+        rec_mask,
+        zone_h,
+        zone_c,
     )
     return out, h_n, c_n
 
