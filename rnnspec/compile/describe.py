@@ -48,26 +48,43 @@ def _shapes(spec: ModelSpec) -> tuple[str, str, str]:
 
 def kernel_note(spec: ModelSpec) -> str:
     """Which kernel the recurrent stack runs, and why, in a few words."""
-    changes_step = [
-        name
-        for name, on in (
-            ("norm layer", spec.norm == "layer"),
-            ("peephole", spec.peephole),
-        )
-        if on
-    ]
+    changes_step = spec.changes_step()
     if changes_step:
         verb = "needs" if len(changes_step) == 1 else "need"
-        return f"{_OUR_KERNEL} ({' and '.join(changes_step)} {verb} it)"
+        return f"{_OUR_KERNEL} ({_and(changes_step)} {verb} it)"
     if spec.kernel == "custom":
         return f"{_OUR_KERNEL} (impl custom)"
     if spec.kernel == "auto":
         note = _AUTO_KERNEL
     else:
         note = _TORCH_PROJ_KERNEL if spec.proj else _TORCH_KERNEL
-    if spec.residual:
-        note += ", called a layer at a time (residual)"
+    if spec.weight_drop > 0:
+        note += ", W_hh dropped and passed in (weight_drop)"
+    one_at_a_time = ["residual"] * spec.residual
+    one_at_a_time += ["locked dropout"] * (spec.dropout_locked and spec.layers > 1)
+    if one_at_a_time:
+        note += f", called a layer at a time ({_and(one_at_a_time)})"
     return note
+
+
+def _dropout_note(spec: ModelSpec, part: str) -> str:
+    """'torch', with the dropouts of section 9 the embedding or the head applies."""
+    found = []
+    if part == "embedding" and isinstance(spec.input, TokensInput):
+        if spec.input.word_dropout > 0:
+            found.append(f"word dropout {spec.input.word_dropout}")
+        if spec.input.locked:
+            found.append(f"locked dropout {spec.input.dropout} on its output")
+    if part == "head" and spec.head is not None and spec.head.locked:
+        found.append(f"locked dropout {spec.head.dropout} on its input")
+    return "torch" + (f" ({_and(found)})" if found else "")
+
+
+def _and(words: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    if len(words) == 1:
+        return words[0]
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def describe(spec: ModelSpec) -> str:
@@ -85,7 +102,7 @@ def describe(spec: ModelSpec) -> str:
             count -= child.weight.numel()  # tied to the embedding, counted there
         total += count
         kind = type(child).__name__
-        where = kernel_note(spec) if name == "rnn" else "torch"
+        where = kernel_note(spec) if name == "rnn" else _dropout_note(spec, name)
         lines.append(f"  {name:<11}{count:>12,}  {kind}: {where}")
     lines.append(f"  {'total':<11}{total:>12,}")
     return "\n".join(lines) + "\n"

@@ -92,8 +92,10 @@ def stack_class(spec: ModelSpec) -> str:
     """Which class builds the recurrent stack (design section 9's kernel rules).
 
     `norm layer` and `peephole` change the step: a class of ours that runs our
-    kernel. The options that act around the step (proj, forget_bias, residual, a
-    learned initial state) need our stack class, which still calls torch's fused
+    kernel; so do `recurrent_dropout` and `zoneout`, which any of our kernel classes
+    takes (`spec.kernel` is then "custom"). The options that act around the step
+    (proj, forget_bias, residual, a learned initial state, weight_drop, locked
+    dropout between layers) need our stack class, which still calls torch's fused
     kernel where `impl` allows. Otherwise torch's own module, unless the spec runs
     our kernel (impl custom, or packed input with impl auto).
     """
@@ -118,6 +120,10 @@ def around_step_options(spec: ModelSpec) -> list[str]:
         found.append("residual")
     if spec.initial_state == "learned":
         found.append("initial_state learned")
+    if spec.weight_drop > 0:
+        found.append("weight_drop")
+    if spec.dropout_locked:
+        found.append("dropout locked=true")
     return found
 
 
@@ -132,6 +138,13 @@ def _option_kwargs(spec: ModelSpec) -> dict[str, object]:
         kwargs["residual"] = True
     if spec.initial_state != "zeros":
         kwargs["initial_state"] = spec.initial_state
+    for name in ("recurrent_dropout", "weight_drop", "zoneout"):
+        if getattr(spec, name) > 0:
+            kwargs[name] = getattr(spec, name)
+    if spec.zoneout_cell is not None and spec.zoneout_cell != spec.zoneout:
+        kwargs["zoneout_cell"] = spec.zoneout_cell
+    if spec.dropout_locked:
+        kwargs["locked_dropout"] = True
     return kwargs
 
 
@@ -139,13 +152,8 @@ def _recurrent_call(spec: ModelSpec) -> Call:
     embedding = None
     input_dropout = 0.0
     if isinstance(spec.input, TokensInput):
-        embedding = call(
-            "nn.Embedding",
-            num_embeddings=spec.input.vocab,
-            embedding_dim=spec.input.embed,
-            padding_idx=spec.input.padding,
-        )
-        input_dropout = spec.input.dropout
+        embedding = _embedding_call(spec.input)
+        input_dropout = 0.0 if spec.input.locked else spec.input.dropout
     attention = None
     if spec.attention is not None:
         attention = call(
@@ -156,12 +164,15 @@ def _recurrent_call(spec: ModelSpec) -> Call:
             scale=spec.attention.scale,
         )
     head = None
+    head_dropout = 0.0
     if spec.head is not None:
-        head = call(
-            "nn.Linear",
-            in_features=spec.head_input_size,
-            out_features=spec.output_size,
-        )
+        head_dropout = 0.0 if spec.head.locked else spec.head.dropout
+        sizes = {"in_features": spec.head_input_size}
+        sizes["out_features"] = spec.output_size
+        if spec.head.locked:  # the head drops its own input, one mask per sequence
+            head = call("DropoutLinear", **sizes, locked_dropout=spec.head.dropout)
+        else:
+            head = call("nn.Linear", **sizes)
     return call(
         "RecurrentModel",
         embedding=embedding,
@@ -169,12 +180,27 @@ def _recurrent_call(spec: ModelSpec) -> Call:
         attention=attention,
         head=head,
         input_dropout=input_dropout,
-        head_dropout=spec.head.dropout if spec.head is not None else 0.0,
+        head_dropout=head_dropout,
         pool=spec.head.pool if isinstance(spec.head, ClassesHead) else None,
         tie=isinstance(spec.head, LogitsHead) and spec.head.tie,
         packing=spec.packing,
         batch_first=spec.batch_first,
     )
+
+
+def _embedding_call(inp: TokensInput) -> Call:
+    """torch's embedding; with word dropout or a locked input dropout, ours, which
+    drops its rows and then its output (so RecurrentModel's input dropout is 0)."""
+    sizes = {"num_embeddings": inp.vocab, "embedding_dim": inp.embed}
+    sizes["padding_idx"] = inp.padding
+    if inp.word_dropout == 0 and not inp.locked:
+        return call("nn.Embedding", **sizes)
+    options: dict[str, object] = {}
+    if inp.word_dropout > 0:
+        options["word_dropout"] = inp.word_dropout
+    if inp.locked:
+        options["locked_dropout"] = inp.dropout
+    return call("DropoutEmbedding", **sizes, **options)
 
 
 def _spinn_call(spec: ModelSpec) -> Call:

@@ -495,7 +495,11 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 #: What each field means, for editors that show the schema's descriptions on hover.
 _FIELD_HELP = {
     "name": "Model (class) name: a Python identifier, not a keyword or builtin.",
-    "input": "features {size} or tokens {vocab, embed, padding?, dropout?}.",
+    "input": (
+        "features {size} or tokens {vocab, embed, padding?, dropout?, locked?, "
+        "word_dropout?}: locked draws one dropout mask per sequence for all steps; "
+        "word_dropout drops whole vocabulary rows (AWD-LSTM's embedding dropout)."
+    ),
     "encoder": "recurrent (default) or spinn (shift-reduce TreeLSTM).",
     "cell": "Recurrent cell; required unless encoder is spinn.",
     "nonlinearity": "relu needs cell rnn.",
@@ -510,11 +514,31 @@ _FIELD_HELP = {
     "initial_state": "learned: the initial h (and c) are parameters, zeros at init.",
     "bias": "Bias vectors in the recurrent layers.",
     "dropout": "Dropout between stacked layers, as torch's dropout.",
+    "dropout_locked": (
+        "The dropout between layers draws one mask per sequence for all steps "
+        "(AWD-LSTM's locked dropout); needs dropout > 0."
+    ),
+    "recurrent_dropout": (
+        "Variational dropout on h_{t-1} in the recurrent term: one mask per "
+        "sequence, layer and direction (custom kernel)."
+    ),
+    "weight_drop": (
+        "DropConnect on the recurrent weights W_hh: one mask per forward call, "
+        "layer and direction (AWD-LSTM's weight drop)."
+    ),
+    "zoneout": (
+        "Zoneout rate: in training each unit of h keeps its previous value with "
+        "this probability (custom kernel)."
+    ),
+    "zoneout_cell": "Zoneout rate of an LSTM's c (cell lstm); default: zoneout.",
     "packing": "The model takes per-sequence lengths.",
     "batch_first": "Inputs are (batch, time, ...) rather than (time, batch, ...).",
     "impl": "Kernel: auto picks the fastest exact one for the spec and device.",
     "attention": "Attention over earlier steps: dot, general or additive.",
-    "head": "Output head: logits, linear {size} or classes {size, pool?}.",
+    "head": (
+        "Output head: logits, linear {size} or classes {size, pool?}; dropout? "
+        "before it, locked? (one dropout mask per sequence for all steps)."
+    ),
     "tracker": "Tracker LSTM size (encoder spinn only).",
 }
 

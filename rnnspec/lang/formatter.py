@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 
 from rnnspec.lang.ir import ModelSpec
 from rnnspec.lang.lower import _SIZE_FIELD, parse
-from rnnspec.lang.printer import STATEMENT_ORDER, format_value, statement_line
+from rnnspec.lang.printer import (
+    SCALAR_OPTIONS,
+    STATEMENT_ORDER,
+    format_value,
+    statement_line,
+)
 from rnnspec.lang.source import spec_text
 from rnnspec.lang.syntax import ModelBlock, Option, Statement, parse_syntax
 
@@ -198,4 +203,9 @@ def _arguments(spec: ModelSpec, placed: _Placed) -> list[str]:
             if name in written or value != info.default:
                 args.append(f"{name}={format_value(value)}")
         return args
-    return [format_value(getattr(spec, keyword))]
+    args = [format_value(getattr(spec, keyword))]
+    for key, name in SCALAR_OPTIONS.get(keyword, {}).items():
+        value = getattr(spec, name)
+        if key in written or value != ModelSpec.model_fields[name].default:
+            args.append(f"{key}={format_value(value)}")
+    return args

@@ -30,6 +30,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from rnnspec import prebuilt
 from rnnspec.lang.diagnostics import printable
+from rnnspec.lang.rules import (
+    CELL_OPTION_RULES,
+    REGULARIZERS,
+    Problem,
+    spinn_option_problems,
+)
 
 #: The most layers a recurrent stack (or a SPINN classifier's MLP) may have.
 MAX_LAYERS = 256
@@ -87,6 +93,9 @@ RECURRENT_ONLY = (
     "impl",
     "attention",
     *CELL_OPTIONS,
+    *REGULARIZERS,
+    "dropout_locked",
+    "zoneout_cell",
 )
 
 
@@ -106,13 +115,17 @@ class FeaturesInput(_Node):
 
 
 class TokensInput(_Node):
-    """`input tokens VOCAB embed=E [padding=IDX] [dropout=P]`: embedded token ids."""
+    """`input tokens VOCAB embed=E [padding=IDX] [dropout=P [locked=true]]
+    [word_dropout=P]`: embedded token ids. `locked` draws the dropout's mask once
+    per sequence for all steps; `word_dropout` drops vocabulary rows (design 9)."""
 
     kind: Literal["tokens"]
     vocab: Size
     embed: Size
     padding: Annotated[int, Field(ge=0, lt=MAX_SIZE)] | None = None
     dropout: Probability = 0.0
+    locked: bool = False
+    word_dropout: Probability = 0.0
 
 
 InputSpec = Annotated[Union[FeaturesInput, TokensInput], Field(discriminator="kind")]
@@ -128,19 +141,22 @@ class AttentionSpec(_Node):
 
 
 class LogitsHead(_Node):
-    """`head logits [tie=true]`: projects every step to the vocabulary."""
+    """`head logits [tie=true] [dropout=P [locked=true]]`: projects every step to
+    the vocabulary. `locked`: one dropout mask per sequence for all steps."""
 
     kind: Literal["logits"]
     tie: bool = False
     dropout: Probability = 0.0
+    locked: bool = False
 
 
 class LinearHead(_Node):
-    """`head linear N`: a linear layer on every step."""
+    """`head linear N [dropout=P [locked=true]]`: a linear layer on every step."""
 
     kind: Literal["linear"]
     size: Size
     dropout: Probability = 0.0
+    locked: bool = False
 
 
 class ClassesHead(_Node):
@@ -154,6 +170,7 @@ class ClassesHead(_Node):
     size: Size
     pool: Literal["last", "mean", "max"] = "last"
     dropout: Probability = 0.0
+    locked: bool = False
     pair: bool = False
     mlp: Annotated[int, Field(ge=0, le=MAX_LAYERS)] = 1
     mlp_hidden: Size | None = None
@@ -183,6 +200,11 @@ class ModelSpec(_Node):
     initial_state: Literal["zeros", "learned"] = "zeros"
     bias: bool = True
     dropout: Probability = 0.0
+    dropout_locked: bool = False
+    recurrent_dropout: Probability = 0.0
+    weight_drop: Probability = 0.0
+    zoneout: Probability = 0.0
+    zoneout_cell: Probability | None = None
     packing: bool = False
     batch_first: bool = True
     impl: Literal["auto", "torch", "custom"] = "auto"
@@ -257,15 +279,26 @@ class ModelSpec(_Node):
         """Which recurrent kernel the spec runs: 'torch', 'custom' or 'auto'.
 
         'auto' (packing with impl auto) picks per call: the custom kernel for packed
-        input on CPU, torch's packed cuDNN kernel on CUDA. `peephole` and `norm layer`
-        change the step itself, so only the custom kernel runs them; the other cell
-        options act around the step and run on torch's kernel too.
+        input on CPU, torch's packed cuDNN kernel on CUDA. `peephole`, `norm layer`,
+        `recurrent_dropout` and `zoneout` change the step itself, so only the custom
+        kernel runs them; the other options act around the step and run on torch's
+        kernel too.
         """
-        if self.impl == "custom" or self.peephole or self.norm == "layer":
+        if self.impl == "custom" or self.changes_step():
             return "custom"
         if self.impl == "auto" and self.packing:
             return "auto"
         return "torch"
+
+    def changes_step(self) -> list[str]:
+        """The options set that change the recurrent step (only our kernel runs
+        them), as statements."""
+        found = ["norm layer"] * (self.norm == "layer") + ["peephole"] * self.peephole
+        if self.recurrent_dropout > 0:
+            found.append("recurrent_dropout")
+        if self.zoneout > 0 or (self.cell == "lstm" and (self.zoneout_cell or 0) > 0):
+            found.append("zoneout")
+        return found
 
     def summary(self) -> str:
         """One line saying what the model is, for docstrings and `inspect`."""
@@ -465,9 +498,6 @@ def _lookup(data: Any, loc: tuple) -> Any:
     return data
 
 
-Problem = tuple[tuple[str, ...], str]
-
-
 def cross_field_problems(
     data: Mapping[str, Any], invalid: frozenset[str] = frozenset()
 ) -> list[Problem]:
@@ -516,6 +546,7 @@ def _spinn_problems(
         )
     if head.get("kind") == "classes" and head.get("pool", "last") != "last":
         problems.append((("head", "pool"), "pool does not apply to encoder spinn"))
+    problems.extend(spinn_option_problems(inp, head))
     return problems
 
 
@@ -540,7 +571,7 @@ def _recurrent_problems(
         problems.append(
             (("peephole",), f"'peephole true' needs cell lstm, got cell {cell}")
         )
-    for rule in _CELL_OPTION_RULES:
+    for rule in CELL_OPTION_RULES:
         problems.extend(rule(data, invalid))
     if head.get("kind") == "logits" and inp.get("kind") == "features":
         problems.append((("head", "kind"), "'head logits' needs 'input tokens'"))
@@ -549,78 +580,6 @@ def _recurrent_problems(
             if head.get(option, default) != default:
                 problems.append((("head", option), f"'{option}' needs encoder spinn"))
     return problems
-
-
-# -- the cell options: one small rule each ---------------------------------------------
-# A rule sees the (possibly partial) dict form and the fields that failed on their own,
-# and returns its problems, located at the statement that asks for too much.
-
-
-def _impl_torch_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
-    """torch's kernel has neither peepholes nor layer norm (they change the step)."""
-    if data.get("impl") != "torch":
-        return []
-    peephole = data.get("peephole") is True
-    norm = data.get("norm") == "layer" and data.get("cell") != "rnn"
-    if not (peephole or norm):
-        return []
-    cell = "GRU" if data.get("cell") == "gru" and not peephole else "LSTM"
-    kind = " ".join(["layer-norm"] * norm + ["peephole"] * peephole)
-    return [(("impl",), f"impl torch has no {kind} {cell}; use impl auto or custom")]
-
-
-def _forget_bias_rule(
-    data: Mapping[str, Any], invalid: frozenset[str]
-) -> list[Problem]:
-    """`forget_bias` sets the LSTM's forget-gate biases: an lstm that has biases."""
-    if data.get("forget_bias") is None:
-        return []
-    cell = data.get("cell")
-    if cell in ("rnn", "gru"):
-        return [(("forget_bias",), f"'forget_bias' needs cell lstm, got cell {cell}")]
-    if data.get("bias") is False:
-        return [(("forget_bias",), "'forget_bias' needs bias true, got bias false")]
-    return []
-
-
-def _norm_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
-    """Layer norm is defined for the gated cells (design section 9)."""
-    if data.get("norm") == "layer" and data.get("cell") == "rnn":
-        return [(("norm",), "'norm layer' needs cell lstm or gru, got cell rnn")]
-    return []
-
-
-def _proj_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
-    """`proj P` is torch's LSTM `proj_size`: lstm only, and 1 ≤ P < hidden."""
-    proj, cell, hidden = data.get("proj"), data.get("cell"), data.get("hidden")
-    if not isinstance(proj, int):
-        return []
-    if cell in ("rnn", "gru"):
-        return [(("proj",), f"'proj' needs cell lstm, got cell {cell}")]
-    if isinstance(hidden, int) and proj >= hidden:
-        return [(("proj",), f"proj must be < hidden ({hidden}), got {proj}")]
-    return []
-
-
-def _residual_rule(data: Mapping[str, Any], invalid: frozenset[str]) -> list[Problem]:
-    """A residual stack adds layer k's input to its output, for k ≥ 1."""
-    layers = data.get("layers", 1)
-    if data.get("residual") is not True or "layers" in invalid:
-        return []
-    if isinstance(layers, int) and layers < 2:
-        return [
-            (("residual",), f"'residual true' needs layers ≥ 2, got layers {layers}")
-        ]
-    return []
-
-
-_CELL_OPTION_RULES = (
-    _impl_torch_rule,
-    _forget_bias_rule,
-    _norm_rule,
-    _proj_rule,
-    _residual_rule,
-)
 
 
 def _tie_problem(

@@ -27,10 +27,13 @@ from rnnspec.lang.ir import (
     ModelSpec,
     cross_field_problems,
 )
+from rnnspec.lang.printer import SCALAR_OPTIONS
+from rnnspec.lang.rules import REGULARIZERS
 from rnnspec.lang.source import spec_text
 from rnnspec.lang.syntax import ModelBlock, Option, Statement, Value, parse_syntax
 
-#: Statements taking exactly one value and no options: keyword == field name.
+#: Statements taking exactly one value: keyword == field name. Only those in
+#: `SCALAR_OPTIONS` take options, each a top-level field of its own.
 SCALAR_STATEMENTS = (
     "hidden",
     "layers",
@@ -39,6 +42,7 @@ SCALAR_STATEMENTS = (
     *CELL_OPTIONS,
     "bias",
     "dropout",
+    *REGULARIZERS,
     "packing",
     "batch_first",
     "impl",
@@ -124,12 +128,25 @@ def _lower_statement(statement: Statement, lowered: Lowered) -> None:
 def _lower_scalar(
     statement: Statement, values: list[Value], options: list[Option], lowered: Lowered
 ) -> None:
-    """`hidden 128`: one value, no options."""
+    """`hidden 128`: one value; `zoneout 0.1 cell=0.2`: its options are fields."""
     keyword, kind = statement.keyword, values[0]
     if len(values) > 1:
         _too_many(lowered, statement, values[1:], 1)
+    allowed = SCALAR_OPTIONS.get(keyword, {})
     for option in options:
-        lowered.error(option.key_span, f"'{keyword}' takes no options")
+        field_name = allowed.get(option.key)
+        if not allowed:
+            lowered.error(option.key_span, f"'{keyword}' takes no options")
+        elif field_name is None:
+            hint = did_you_mean(option.key, list(allowed))
+            lowered.error(
+                option.key_span, f"unknown option '{option.key}' for '{keyword}'{hint}"
+            )
+        elif field_name in lowered.data:
+            lowered.error(option.key_span, f"option '{option.key}' given twice")
+        else:
+            lowered.data[field_name] = option.value.value
+            lowered.spans[(field_name,)] = option.value.span
     lowered.data[keyword] = kind.value
     lowered.spans[(keyword,)] = kind.span
 
@@ -214,6 +231,8 @@ def lower_block(block: ModelBlock) -> Lowered:
                     f"'{keyword}' does not apply to encoder spinn",
                 )
                 lowered.data.pop(keyword, None)
+                for name in SCALAR_OPTIONS.get(keyword, {}).values():
+                    lowered.data.pop(name, None)
     return lowered
 
 
@@ -342,6 +361,14 @@ def _extra_hint(loc: tuple[str, ...], data: Mapping[str, Any]) -> str:
     return did_you_mean(loc[-1], [f for f in cls.model_fields if f != "kind"])
 
 
+#: Fields set by an option of a one-value statement, named as the text writes them.
+_TEXT_NAMES = {
+    (name,): (keyword, key)
+    for keyword, options in SCALAR_OPTIONS.items()
+    for key, name in options.items()
+}
+
+
 def validate_block(lowered: Lowered) -> ModelSpec | None:
     """Validate the dict form; all problems land in `lowered.errors`."""
     problems: list[tuple[tuple[str, ...], str]] = []
@@ -353,7 +380,7 @@ def validate_block(lowered: Lowered) -> ModelSpec | None:
         for error in exc.errors():
             loc = clean_loc(error["loc"])
             bad_fields.add(loc[0] if loc else "")
-            message = describe_error(error, loc)
+            message = describe_error(error, _TEXT_NAMES.get(loc, loc))
             if error["type"] == "extra_forbidden" and len(loc) == 2:
                 message += _extra_hint(loc, lowered.data)
                 if loc[0] in lowered.statements:

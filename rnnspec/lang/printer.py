@@ -26,6 +26,9 @@ STATEMENT_ORDER = (
     "directions",
     "bias",
     "dropout",
+    "recurrent_dropout",
+    "weight_drop",
+    "zoneout",
     "packing",
     "batch_first",
     "impl",
@@ -33,6 +36,13 @@ STATEMENT_ORDER = (
     "attention",
     "head",
 )
+
+#: The options of one-value statements: option → the top-level field it sets
+#: (`dropout 0.3 locked=true` sets `dropout_locked`), in printing order.
+SCALAR_OPTIONS = {
+    "dropout": {"locked": "dropout_locked"},
+    "zoneout": {"cell": "zoneout_cell"},
+}
 
 
 def format_value(value: Any) -> str:
@@ -68,8 +78,13 @@ def statement_values(spec: ModelSpec) -> dict[str, list[str]]:
         if name in ("input", "attention", "head", "cell"):
             continue
         value = getattr(spec, name)
-        if name in ("hidden",) or value != defaults[name].default:
-            out[name] = [format_value(value)]
+        options = [
+            f"{key}={format_value(getattr(spec, field))}"
+            for key, field in SCALAR_OPTIONS.get(name, {}).items()
+            if getattr(spec, field) != defaults[field].default
+        ]
+        if name in ("hidden",) or value != defaults[name].default or options:
+            out[name] = [format_value(value), *options]
     if spec.cell is not None:
         out["cell"] = [spec.cell]
         if spec.nonlinearity != "tanh":

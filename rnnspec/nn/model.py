@@ -258,3 +258,103 @@ def _unpack(packed: nn.utils.rnn.PackedSequence, steps: int) -> Tensor:
     return nn.utils.rnn.pad_packed_sequence(
         packed, batch_first=True, total_length=steps
     )[0]
+
+
+# -- AWD-LSTM's dropouts around the stack (design section 9) ------------------------
+# Modules of their own, built only by specs that ask for them (a plain model's
+# generated file does not carry them): the embedding and the head own the dropout
+# of what they read or write, so RecurrentModel calls them as any embedding or head.
+
+
+class LockedDropout(nn.Module):
+    """AWD-LSTM's LockedDropout on batch-first (B, T, F): in training, one mask
+    Bernoulli(1 - p) / (1 - p) of shape (B, 1, F), the same at every step of a
+    sequence. A (B, F) input has one step: torch's plain dropout. Eval: identity."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Expected p in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.dim() != 3:
+            return F.dropout(x, self.p, True)
+        return x * self.mask([x.shape[0], 1, x.shape[2]], x)  # (B, T, F)
+
+    def mask(self, shape: List[int], like: Tensor) -> Tensor:
+        """Bernoulli(1 - p) / (1 - p) of `shape` from torch's global RNG; the one
+        place the mask is drawn (tests wrap it to see it)."""
+        return like.new_empty(shape).bernoulli_(1.0 - self.p).div_(1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class DropoutEmbedding(nn.Embedding):
+    """nn.Embedding with AWD-LSTM's input regularizers, in training only.
+
+    `word_dropout` (AWD's `embedded_dropout`): per call, each vocabulary row of the
+    weight is zeroed with that probability and the others scaled by 1/(1 - P), so
+    a dropped word is zero at every occurrence in the batch; the lookup goes
+    through `F.embedding` with the dropped weight (the parameter is untouched).
+    `locked_dropout`: then `LockedDropout` on the (B, T, E) output. Same parameters
+    and state dict as nn.Embedding; the masks in that order from torch's RNG.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: Optional[int] = None,
+        *,
+        word_dropout: float = 0.0,
+        locked_dropout: float = 0.0,
+    ) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx)
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"Expected word_dropout in [0, 1), got {word_dropout!r}")
+        self.word_dropout = word_dropout
+        self.dropout = LockedDropout(locked_dropout)
+
+    def forward(self, input: Tensor) -> Tensor:
+        weight = self.weight  # (V, E)
+        if self.training and self.word_dropout > 0.0:
+            weight = weight * self.mask([weight.shape[0], 1], weight)
+        out = F.embedding(
+            input,
+            weight,
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+        )
+        return self.dropout(out)
+
+    def mask(self, shape: List[int], like: Tensor) -> Tensor:
+        """The word-dropout mask (V, 1), Bernoulli(1 - P) / (1 - P)."""
+        p = self.word_dropout
+        return like.new_empty(shape).bernoulli_(1.0 - p).div_(1.0 - p)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + f", word_dropout={self.word_dropout}" * (self.word_dropout > 0)
+
+
+class DropoutLinear(nn.Linear):
+    """nn.Linear that first applies `LockedDropout(locked_dropout)` to its input:
+    the head of a spec with `dropout=P locked=true`. Same parameters and state dict
+    as nn.Linear (a tied weight stays tied); `self.dropout`'s output is the dropped
+    input the head reads."""
+
+    def __init__(
+        self, in_features: int, out_features: int, *, locked_dropout: float = 0.0
+    ) -> None:
+        super().__init__(in_features, out_features)
+        self.dropout = LockedDropout(locked_dropout)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(self.dropout(input), self.weight, self.bias)

@@ -160,7 +160,23 @@ OPTIONS = {
         packing true
         head classes 3""",
 }
-ALL = {**TORCH, **KERNELS, **ATTENTION, **OPTIONS}
+#: The dropouts of issue 14 that act around the step (eval: the identity).
+REGULARIZERS = {
+    "awd-dropouts": """
+        input tokens 50 embed=16 dropout=0.4 locked=true word_dropout=0.1
+        cell lstm
+        hidden 16
+        layers 2
+        dropout 0.25 locked=true
+        weight_drop 0.5
+        head logits tie=true dropout=0.4 locked=true""",
+    "locked-head-classes": """
+        input features 8
+        cell gru
+        hidden 12
+        head classes 3 pool=mean dropout=0.3 locked=true""",
+}
+ALL = {**TORCH, **KERNELS, **ATTENTION, **OPTIONS, **REGULARIZERS}
 CASES = list(ALL)
 
 
