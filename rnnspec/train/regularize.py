@@ -1,7 +1,8 @@
 """AWD-LSTM's activation regularizers (Merity et al. 2017), added to the training loss.
 
 - AR  = A · mean(dropped_top²): the top layer's outputs after the output dropout,
-  that is, what the model's `head` takes (the attended outputs, with attention).
+  that is, what the model's `head` takes (the attended outputs, with attention), or
+  for a head with locked dropout (`head.dropout`, a submodule), what that returns.
 - TAR = B · mean((raw_top[:, t+1] − raw_top[:, t])²): the recurrent stack's own
   outputs (`model.rnn`'s, before any dropout and attention), over the pairs of steps
   that both lie within the sequence's length.
@@ -59,7 +60,12 @@ class ActivationRegularizer:
                 handles.append(rnn.register_forward_hook(self._keep_raw))
             if self.ar > 0:
                 head = _submodule(model, "head", "--ar")
-                handles.append(head.register_forward_pre_hook(self._keep_dropped))
+                inner = getattr(head, "dropout", None)
+                if isinstance(inner, nn.Module):  # a locked head drops inside itself
+                    hook = inner.register_forward_hook(self._keep_dropped_output)
+                else:
+                    hook = head.register_forward_pre_hook(self._keep_dropped)
+                handles.append(hook)
             yield
         finally:
             for handle in handles:
@@ -73,6 +79,11 @@ class ActivationRegularizer:
 
     def _keep_dropped(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._dropped = args[0]
+
+    def _keep_dropped_output(
+        self, module: nn.Module, args: Any, output: Tensor
+    ) -> None:
+        self._dropped = output
 
     def terms(self, lengths: Tensor | None = None) -> dict[str, Tensor]:
         """{"ar": A·mean, "tar": B·mean} of the forward just captured (those on).

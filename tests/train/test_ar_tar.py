@@ -368,3 +368,31 @@ def test_cli_ar_tar_and_generated_class_train_as_instantiate(files, tmp_path, ca
     assert runtime["ar_losses"] and runtime["tar_losses"]
     for key in ("losses", "ar_losses", "tar_losses", "val_loss"):
         assert generated[key] == runtime[key], key
+
+
+def test_ar_sees_the_locked_head_dropout_inside_the_head():
+    """`head ... dropout=P locked=true` drops inside the head (`head.dropout`): AR
+    is taken on what that returns, the top outputs times the recorded mask."""
+    text = spec_of("cell lstm\n hidden 6\n impl custom").replace(
+        "dropout=0.5", "dropout=0.5 locked=true"
+    )
+    torch.manual_seed(0)
+    model = rnnspec.instantiate(rnnspec.parse(text)[0]).double().train()
+    masks = []
+    draw = model.head.dropout.mask
+
+    def record(shape, like):
+        masks.append(draw(shape, like))
+        return masks[-1]
+
+    model.head.dropout.mask = record
+    raw_outputs = []
+    model.rnn.register_forward_hook(lambda m, a, out: raw_outputs.append(out[0]))
+    regularizer = ActivationRegularizer(ar=2.0)
+    x = torch.randint(0, 11, (5, 7))
+    with regularizer.capture(model):
+        model(x)
+    (mask,) = masks  # (B, 1, F): one per sequence, every step
+    dropped = raw_outputs[0] * mask
+    assert not torch.equal(dropped, raw_outputs[0])
+    assert_close(regularizer.terms()["ar"], 2.0 * dropped.pow(2).mean())
