@@ -250,3 +250,12 @@ def kernel_locked(
         return (data.reshape(steps, batch, shape[1]) * mask).reshape(shape)
     _, ranks = kernel_row_ranks(batch_sizes, batch)
     return data * mask.index_select(0, ranks.to(mask.device))
+
+
+def kernel_bernoulli(like: Tensor, shape: List[int], p: float) -> Tensor:
+    """0/1 floats of `shape`, each 1 with probability p, from torch's global RNG.
+
+    A uniform draw compared with p in place: on CPU ~3x faster than `bernoulli_(p)`,
+    which for a (T, B, H) zoneout mask costs ~10% of an LSTM training step.
+    """
+    return like.new_empty(shape).uniform_().lt_(p)

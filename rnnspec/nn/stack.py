@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernel import (
+    kernel_bernoulli,
     kernel_check_lengths,
     kernel_check_rate,
     kernel_locked,
@@ -214,7 +215,7 @@ class KernelStackBase(KernelTorchPath):
         p = self.weight_drop
         if not self.training or p == 0:
             return None
-        return w_hh.new_empty(w_hh.shape).bernoulli_(1 - p).div_(1 - p)
+        return kernel_bernoulli(w_hh, [w_hh.shape[0], w_hh.shape[1]], 1 - p).div_(1 - p)
 
     def _kernel_locked_mask(
         self, layer: int, batch: int, features: int, like: Tensor
@@ -223,7 +224,7 @@ class KernelStackBase(KernelTorchPath):
         with torch's `dropout` P, one row per sequence (the caller's order), the
         same at every step (AWD's LockedDropout). Tests wrap this method."""
         p = self.dropout
-        return like.new_empty(batch, features).bernoulli_(1 - p).div_(1 - p)
+        return kernel_bernoulli(like, [batch, features], 1 - p).div_(1 - p)
 
     def _kernel_drops_after(self, layer: int) -> bool:
         """Whether the dropout between layers acts after `layer` (as torch's)."""
@@ -257,7 +258,7 @@ class KernelStackBase(KernelTorchPath):
         Bernoulli(1-P)/(1-P), the same at every step; the zoneout masks of h
         (T, B, W) and of c (T, B, H), Bernoulli(P) (1: the unit keeps its previous
         value). W is h's width (P with proj). None where an option is off, and in
-        eval (zoneout then blends by its rate: `_kernel_zoneout_rows`). Tests wrap
+        eval (zoneout then blends by its rate: `_kernel_packed_masks`). Tests wrap
         this method to record the masks.
         """
         masks: List[Optional[Tensor]] = [None, None, None]
@@ -266,14 +267,12 @@ class KernelStackBase(KernelTorchPath):
         sizes = self._kernel_state_sizes()
         p = self.recurrent_dropout
         if p > 0:
-            masks[0] = like.new_empty(batch, sizes[0]).bernoulli_(1 - p).div_(1 - p)
+            masks[0] = kernel_bernoulli(like, [batch, sizes[0]], 1 - p).div_(1 - p)
         if self.zoneout > 0:
-            masks[1] = like.new_empty(steps, batch, sizes[0]).bernoulli_(self.zoneout)
+            masks[1] = kernel_bernoulli(like, [steps, batch, sizes[0]], self.zoneout)
         if self.zoneout_cell > 0:
             c_size = sizes[len(sizes) - 1]
-            masks[2] = like.new_empty(steps, batch, c_size).bernoulli_(
-                self.zoneout_cell
-            )
+            masks[2] = kernel_bernoulli(like, [steps, batch, c_size], self.zoneout_cell)
         return masks
 
     def _kernel_packed_masks(
