@@ -28,14 +28,6 @@ CELLS = {
 CELL_IMPLS = [(c, i) for c, spec in CELLS.items() for i in spec[3]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def pair(cell, impl="custom", layers=2, **kwargs):
     """Ours and torch's module, same arguments, same weights (peepholes zero)."""
     ours_cls, torch_cls, extra, _ = CELLS[cell]

@@ -27,15 +27,6 @@ CELLS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_pair(cell, layers, bidirectional, bias=True, batch_first=True, **kw):
     """Our module and torch's, with our weights loaded into torch's."""
     ours_cls, torch_cls, extra = CELLS[cell]

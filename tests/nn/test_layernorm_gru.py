@@ -25,15 +25,6 @@ N_IN, HID, BATCH, STEPS = 3, 4, 3, 5
 LENGTHS = torch.tensor([3, 5, 1])  # unsorted on purpose
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------
 # The reference: the contract's equations, one step at a time
 # ---------------------------------------------------------------------------------

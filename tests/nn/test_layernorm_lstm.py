@@ -39,15 +39,6 @@ needs_issue13_stack = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------
 # The reference: the contract's equations, a step at a time
 # ---------------------------------------------------------------------------------

@@ -32,15 +32,6 @@ LENGTHS = torch.tensor([3, 5, 1, 4])  # unsorted on purpose
 BATCH, STEPS = 4, 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def proj_pair(layers, bidirectional, impl="custom", cls=CustomLSTM, **kw):
     """Ours and nn.LSTM(proj_size), batch-first, ours' weights loaded into torch's."""
     args = dict(num_layers=layers, bidirectional=bidirectional, batch_first=True)

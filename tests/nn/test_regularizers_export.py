@@ -63,14 +63,6 @@ ONNX_CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(cell, option, impl="custom"):
     """A float32 eval-mode module: 2 layers, both directions, batch first; layer
     norms and peepholes drawn away from their init so that they matter."""

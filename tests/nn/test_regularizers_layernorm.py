@@ -33,15 +33,6 @@ N_IN, HID, PROJ, BATCH, STEPS = 3, 4, 2, 3, 5
 LENGTHS = torch.tensor([4, 5, 1])  # unsorted, with 1 and T
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------
 # The reference: the contract's equations, a sequence and a step at a time
 # ---------------------------------------------------------------------------------

@@ -43,15 +43,6 @@ CELLS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(cell, options, layers=2, bidirectional=True):
     cls, kw = CELLS[cell]
     module = cls(

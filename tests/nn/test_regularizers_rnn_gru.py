@@ -32,15 +32,6 @@ OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(cell, layers=2, bidirectional=True, **kw):
     """A float64 module; the same seed gives the same weights with any options."""
     cls, extra = CELLS[cell]

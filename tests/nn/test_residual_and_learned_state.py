@@ -27,15 +27,6 @@ FORMS = ("padded", "lengths", "packed", "unbatched")
 STACKS = [(2, True, True), (3, False, False)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(
     cell,
     impl,
