@@ -17,11 +17,7 @@ from rnnspec.compile.describe import describe, kernel_note
 from rnnspec.compile.plan import rnn_call
 from rnnspec.lang.ir import TokensInput, parameter_counts
 from tests.conftest import ROOT, missing_classes
-
-
-def one(**fields) -> ModelSpec:
-    data = {"name": "M", "input": {"kind": "features", "size": 3}, "hidden": 4}
-    return ModelSpec.model_validate({**data, **fields})
+from tests.specs import one
 
 
 def contract_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:

@@ -11,19 +11,14 @@ import pytest
 import torch
 
 import rnnspec
-from rnnspec import ModelSpec
 from rnnspec.compile.describe import describe, kernel_note
 from rnnspec.compile.plan import rnn_call
 from rnnspec.lang.ir import parameter_counts
 from tests.conftest import BUILDABLE, ROOT
+from tests.specs import one
 
 TOKENS = {"kind": "tokens", "vocab": 9, "embed": 4}
 AWD = ROOT / "examples" / "awd_lstm.rnn"
-
-
-def one(**fields) -> ModelSpec:
-    data = {"name": "M", "input": {"kind": "features", "size": 3}, "hidden": 4}
-    return ModelSpec.model_validate({**data, **fields})
 
 
 # -- `rnnspec inspect`: which kernel runs, and why -------------------------------------

@@ -19,24 +19,9 @@ from rnnspec.compile.plan import model_call, rnn_call, stack_class
 from rnnspec.lang.config import json_schema
 from rnnspec.lang.formatter import format_source
 from rnnspec.lang.ir import CELL_OPTIONS, RECURRENT_ONLY, parameter_counts
+from tests.specs import error_text, one, spec_with
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "identity" / "cell_options.rnn"
-
-
-def spec_with(*lines: str) -> str:
-    body = "".join(f"    {line}\n" for line in lines)
-    return f"model M {{\n{body}}}\n"
-
-
-def error_text(source: str) -> str:
-    with pytest.raises(SpecError) as info:
-        rnnspec.parse(source, "m.rnn")
-    return str(info.value)
-
-
-def one(**fields) -> ModelSpec:
-    data = {"name": "M", "input": {"kind": "features", "size": 3}, "hidden": 4}
-    return ModelSpec.model_validate({**data, **fields})
 
 
 # -- the statements parse into the fields --------------------------------------------

@@ -22,25 +22,10 @@ from rnnspec.lang.config import json_schema
 from rnnspec.lang.formatter import format_source
 from rnnspec.lang.ir import RECURRENT_ONLY, parameter_counts
 from rnnspec.lang.rules import REGULARIZERS
+from tests.specs import error_text, one, spec_with
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "identity" / "regularizers.rnn"
 TOKENS = {"kind": "tokens", "vocab": 9, "embed": 4}
-
-
-def spec_with(*lines: str) -> str:
-    body = "".join(f"    {line}\n" for line in lines)
-    return f"model M {{\n{body}}}\n"
-
-
-def error_text(source: str) -> str:
-    with pytest.raises(SpecError) as info:
-        rnnspec.parse(source, "m.rnn")
-    return str(info.value)
-
-
-def one(**fields) -> ModelSpec:
-    data = {"name": "M", "input": {"kind": "features", "size": 3}, "hidden": 4}
-    return ModelSpec.model_validate({**data, **fields})
 
 
 # -- the statements parse into their fields ------------------------------------------
