@@ -27,7 +27,8 @@ ALLOWED = {
     "nn": set(),
     "compile": {"lang", "nn"},
     "train": {"lang", "compile", "nn"},
-    "cli": {"lang", "compile", "train"},
+    "cli": {"lang", "compile", "train", "server"},
+    "server": {"lang"},
 }
 #: Leaf modules any stage may use: they import no other rnnspec module.
 LEAVES = {"rnnspec.version", "rnnspec.files", "rnnspec.prebuilt"}

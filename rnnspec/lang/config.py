@@ -27,6 +27,7 @@ from rnnspec.lang.diagnostics import Diagnostic, SpecError, did_you_mean, one_of
 from rnnspec.lang.ir import ModelSpec, cross_field_problems
 from rnnspec.lang.lower import _extra_hint, clean_loc, describe_error, parse
 from rnnspec.lang.source import MAX_SPEC_BYTES, decode_spec, read_spec_bytes, spec_text
+from rnnspec.lang.statements import field_help, node_help
 
 if TYPE_CHECKING:
     pass
@@ -492,56 +493,6 @@ def _config_error(key: KeyPath, message: str) -> SpecError:
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-#: What each field means, for editors that show the schema's descriptions on hover.
-_FIELD_HELP = {
-    "name": "Model (class) name: a Python identifier, not a keyword or builtin.",
-    "input": (
-        "features {size} or tokens {vocab, embed, padding?, dropout?, locked?, "
-        "word_dropout?}: locked draws one dropout mask per sequence for all steps; "
-        "word_dropout drops whole vocabulary rows (AWD-LSTM's embedding dropout)."
-    ),
-    "encoder": "recurrent (default) or spinn (shift-reduce TreeLSTM).",
-    "cell": "Recurrent cell; required unless encoder is spinn.",
-    "nonlinearity": "relu needs cell rnn.",
-    "hidden": "Hidden units per direction and layer.",
-    "layers": "Stacked recurrent layers.",
-    "directions": "2 for a bidirectional stack.",
-    "peephole": "Peephole connections (cell lstm only).",
-    "forget_bias": "Initial forget-gate bias (cell lstm with bias true).",
-    "norm": "layer: layer-normalised recurrence (cell lstm or gru; custom kernel).",
-    "proj": "LSTM projection size P, 1 ≤ P < hidden (torch's proj_size).",
-    "residual": "Add each layer's input to its output, from layer 2 on (layers ≥ 2).",
-    "initial_state": "learned: the initial h (and c) are parameters, zeros at init.",
-    "bias": "Bias vectors in the recurrent layers.",
-    "dropout": "Dropout between stacked layers, as torch's dropout.",
-    "dropout_locked": (
-        "The dropout between layers draws one mask per sequence for all steps "
-        "(AWD-LSTM's locked dropout); needs dropout > 0."
-    ),
-    "recurrent_dropout": (
-        "Variational dropout on h_{t-1} in the recurrent term: one mask per "
-        "sequence, layer and direction (custom kernel)."
-    ),
-    "weight_drop": (
-        "DropConnect on the recurrent weights W_hh: one mask per forward call, "
-        "layer and direction (AWD-LSTM's weight drop)."
-    ),
-    "zoneout": (
-        "Zoneout rate: in training each unit of h keeps its previous value with "
-        "this probability (custom kernel)."
-    ),
-    "zoneout_cell": "Zoneout rate of an LSTM's c (cell lstm); default: zoneout.",
-    "packing": "The model takes per-sequence lengths.",
-    "batch_first": "Inputs are (batch, time, ...) rather than (time, batch, ...).",
-    "impl": "Kernel: auto picks the fastest exact one for the spec and device.",
-    "attention": "Attention over earlier steps: dot, general or additive.",
-    "head": (
-        "Output head: logits, linear {size} or classes {size, pool?}; dropout? "
-        "before it, locked? (one dropout mask per sequence for all steps)."
-    ),
-    "tracker": "Tracker LSTM size (encoder spinn only).",
-}
-
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the IR's dict form, strict: no unknown key anywhere.
@@ -564,9 +515,12 @@ def json_schema() -> dict[str, Any]:
 
     strict(body)
     properties = body["properties"]
-    for name, text in _FIELD_HELP.items():
+    # What each field means, for editors that show descriptions on hover: from the
+    # statement table, the one source of the language's documentation.
+    for name, text in field_help().items():
         if name in properties:
             properties[name]["description"] = text
+    _describe_nodes(body)
     # Keys `from_config` ignores, so that editors accept JSON files that name their
     # schema and Hydra config-group files that name their target.
     properties["$schema"] = {
@@ -588,3 +542,20 @@ def json_schema() -> dict[str, Any]:
         ),
         **body,
     }
+
+
+def _describe_nodes(body: dict[str, Any]) -> None:
+    """The fields of `input`, `attention` and `head`'s objects, described by kind."""
+    for keyword in ("input", "attention", "head"):
+        node = body["properties"][keyword]
+        refs: dict[str | None, str] = {}  # kind (None: every kind) → its definition
+        for alternative in (node, *node.get("anyOf", ())):
+            refs.update(alternative.get("discriminator", {}).get("mapping", {}))
+            if "$ref" in alternative:
+                refs[None] = alternative["$ref"]
+        for kind, ref in refs.items():
+            definition = body["$defs"][ref.rsplit("/", 1)[-1]]
+            for name, field in definition["properties"].items():
+                text = node_help(keyword, kind, name)
+                if text:
+                    field["description"] = text
