@@ -36,9 +36,10 @@ import os
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -85,10 +86,15 @@ class WeightDrop(nn.Module):
         module.flatten_parameters = _no_op  # as AWD: its weights are never flat
         self.module, self.p = module, p
 
+    def drop(self, raw: torch.Tensor) -> torch.Tensor:
+        """The dropped weight, a new mask each call (the benchmark's check replays
+        rnnspec's masks here)."""
+        return F.dropout(raw, self.p)
+
     def forward(self, x, state=None):
         raw = self.module.weight_hh_l0_raw
         # eval: a copy, not the Parameter itself (setattr would register it)
-        dropped = F.dropout(raw, self.p) if self.training else raw.clone()
+        dropped = self.drop(raw) if self.training else raw.clone()
         self.module.weight_hh_l0 = dropped  # RNNBase.__setattr__: _flat_weights too
         return self.module(x, state)
 
@@ -105,11 +111,15 @@ class LockedDropout(nn.Module):
         super().__init__()
         self.p = p
 
+    def draw(self, x: torch.Tensor) -> torch.Tensor:
+        """A mask (1, B, F), scaled (the check replays rnnspec's here)."""
+        mask = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - self.p)
+        return mask.div_(1 - self.p)
+
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        mask = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - self.p)
-        return x * mask.div_(1 - self.p)
+        return x * self.draw(x)
 
 
 class AWDStack(nn.Module):
@@ -156,9 +166,8 @@ class CellLoop(nn.Module):
       h and of c keeps its previous value where its mask is 1; in eval h and c are
       blended by the rate, the masks' expectation.
 
-    The masks are drawn before the loop, in rnnspec's order and shapes (rec (B, H),
-    zone_h (T, B, H), zone_c (T, B, H)) so that under one seed both draw the same
-    ones; code that draws a zoneout mask per step would only be slower.
+    The masks are drawn before the loop with `bernoulli_` (rec (B, H), zone_h and
+    zone_c (T, B, H)); code that draws a zoneout mask per step is slower still.
     """
 
     def __init__(self, size: int, hidden: int, recurrent_dropout=0.0, zoneout=0.0):
@@ -170,16 +179,24 @@ class CellLoop(nn.Module):
         state = ours.state_dict()
         self.cell.load_state_dict({k[:-3]: state[k] for k in state if k[-3:] == "_l0"})
 
-    def forward(self, x, state=None):  # x (T, B, I)
+    def draw(self, x: torch.Tensor) -> list:
+        """[rec (B, H) scaled, zone_h (T, B, H), zone_c (T, B, H)], None where off
+        (the check replays rnnspec's masks here)."""
         steps, batch = x.shape[0], x.shape[1]
         hidden, p, z = self.cell.hidden_size, self.recurrent_dropout, self.zoneout
-        h = c = x.new_zeros(batch, hidden)
         rec = zone_h = zone_c = None
-        if self.training and p > 0:
+        if p > 0:
             rec = x.new_empty(batch, hidden).bernoulli_(1 - p).div_(1 - p)
-        if self.training and z > 0:
+        if z > 0:
             zone_h = x.new_empty(steps, batch, hidden).bernoulli_(z)
             zone_c = x.new_empty(steps, batch, hidden).bernoulli_(z)
+        return [rec, zone_h, zone_c]
+
+    def forward(self, x, state=None):  # x (T, B, I)
+        steps, batch = x.shape[0], x.shape[1]
+        z = self.zoneout
+        h = c = x.new_zeros(batch, self.cell.hidden_size)
+        rec, zone_h, zone_c = self.draw(x) if self.training else [None] * 3
         outputs = []
         for t in range(steps):
             new_h, new_c = self.cell(x[t], (h if rec is None else h * rec, c))
@@ -341,55 +358,110 @@ def load_weights(model: nn.Module, first: nn.Module) -> None:
         model.load_state_dict(first.state_dict())
 
 
-def same(model, other, x, seed: Optional[int]) -> Optional[str]:
-    """None if `model` and `other` give the same outputs on x: in training under
-    `seed` (each call starting from it), or in eval when seed is None; else why."""
-    outs = []
-    for m in (model, other):
-        m.train(seed is not None)
-        if seed is not None:
-            torch.manual_seed(seed)
-        with torch.no_grad():
-            outs.append(m(x)[0])
-        m.train()
+def outputs(model: nn.Module, x, training: bool) -> torch.Tensor:
+    model.train(training)
+    with torch.no_grad():
+        out = model(x)[0]
+    model.train()
+    return out
+
+
+def differs(a: torch.Tensor, b: torch.Tensor) -> Optional[str]:
+    """None if equal to rounding, else the first line of why not."""
     try:
-        torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     except AssertionError as error:
         return str(error).strip().splitlines()[0]
     return None
 
 
+DRAWS = ("_kernel_weight_mask", "_kernel_locked_mask", "_kernel_step_masks")
+
+
+@contextmanager
+def recording(ours: CustomLSTM) -> Iterator[Dict[str, list]]:
+    """{draw method: [what it returned, in call order]} for rnnspec's mask draws
+    (wrapping them on the instance, as tests/nn/masks.py does)."""
+    found: Dict[str, list] = {name: [] for name in DRAWS}
+    for name in DRAWS:
+        draw = getattr(ours, name)
+
+        def record(*args, draw=draw, out=found[name]):
+            masks = draw(*args)
+            out.append(_cloned(masks))
+            return masks
+
+        setattr(ours, name, record)
+    try:
+        yield found
+    finally:
+        for name in DRAWS:
+            delattr(ours, name)
+
+
+def _cloned(masks):
+    if isinstance(masks, list):
+        return [None if m is None else m.clone() for m in masks]
+    return None if masks is None else masks.clone()
+
+
+def replay(anchor: nn.Module, found: Dict[str, list]) -> None:
+    """Makes the anchor's draws return the masks rnnspec drew, in order."""
+    if isinstance(anchor, CellLoop):
+        (masks,) = found["_kernel_step_masks"]
+        anchor.draw = lambda x: masks
+        return
+    for rnn, mask in zip(anchor.rnns, found["_kernel_weight_mask"]):
+        rnn.drop = _times(mask)
+    locked = iter(found["_kernel_locked_mask"])
+    anchor.lockdrop.draw = lambda x: next(locked).unsqueeze(0)  # (1, B, F)
+
+
+def _times(mask: torch.Tensor):
+    return lambda raw: raw * mask
+
+
+def compare(anchor: nn.Module, ours: CustomLSTM, x) -> Optional[str]:
+    """None if the anchor computes what `ours` does: equal outputs in eval, and in
+    training with the masks `ours` drew replayed in the anchor; else why not."""
+    why = differs(outputs(anchor, x, False), outputs(ours, x, False))
+    if why is not None:
+        return f"eval: {why}"
+    with recording(ours) as found:
+        expected = outputs(ours, x, True)
+    replay(anchor, found)
+    try:
+        why = differs(outputs(anchor, x, True), expected)
+    finally:  # the anchor's own draws again
+        for module in anchor.modules():
+            for name in ("draw", "drop"):
+                module.__dict__.pop(name, None)
+    return None if why is None else f"training: {why}"
+
+
 def check(models: Dict[str, nn.Module], x) -> Tuple[List[str], set]:
-    """What each anchor was checked to compute: (notes, labels whose check failed)."""
+    """What each anchor was checked to compute: (notes, labels whose check failed).
+    An anchor is compared with the rnnspec row it is timed against; an rnnspec
+    row with regularizers must change the training output."""
     notes, bad = [], set()
     for label, model in models.items():
-        if isinstance(model, CellLoop):
-            twin = next((m for m in models.values() if twin_of(model, m)), None)
-            if twin is None:
-                continue
-            whys = [same(model, twin, x, None), same(model, twin, x, 7)]
-            if whys == [None, None]:
-                notes.append(f"{label}: equal to rnnspec in eval and in training")
-            else:
-                bad.add(label)
-                notes.append(f"{label}: CHECK FAILED (eval, training): {whys}")
-        elif isinstance(model, AWDStack):
+        twin = twin_of(model, models)
+        if isinstance(model, AWDStack):
             raws = [rnn.module.weight_hh_l0_raw for rnn in model.rnns]
             if any(r.grad is None or not r.grad.any() for r in raws):
                 bad.add(label)
                 notes.append(f"{label}: CHECK FAILED: no gradient for W_hh raw")
-            for twin in [m for m in models.values() if isinstance(m, CustomLSTM)]:
-                why = same(model, twin, x, None)
-                if why is not None:
-                    bad.add(label)
-                    notes.append(f"{label}: CHECK FAILED (eval): {why}")
-                    continue
-                masks = "the same" if same(model, twin, x, 7) is None else "other"
+        if twin is not None:
+            why = compare(model, twin, x)
+            if why is None:
                 notes.append(
-                    f"{label}: equal to rnnspec in eval; in training, under one "
-                    f"seed, {masks} outputs (mask draw order)"
+                    f"{label}: equal to rnnspec in eval and in training (rnnspec's "
+                    "masks replayed)"
                 )
-        elif isinstance(model, CustomLSTM) and regularized(model):
+            else:
+                bad.add(label)
+                notes.append(f"{label}: CHECK FAILED, {why}")
+        if isinstance(model, CustomLSTM) and regularized(model):
             plain = CustomLSTM(
                 model.input_size,
                 model.hidden_size,
@@ -398,7 +470,10 @@ def check(models: Dict[str, nn.Module], x) -> Tuple[List[str], set]:
                 impl=model.impl,
             )
             plain.load_state_dict(model.state_dict())
-            if same(model, plain, x, 7) is None:
+            torch.manual_seed(7)
+            out = outputs(model, x, True)
+            torch.manual_seed(7)
+            if differs(out, outputs(plain, x, True)) is None:
                 bad.add(label)
                 notes.append(f"{label}: NO EFFECT in training (not applied?)")
     return notes, bad
@@ -409,15 +484,19 @@ def regularized(model: CustomLSTM) -> bool:
     return any(rate > 0 for rate in rates) or model.locked_dropout
 
 
-def twin_of(loop: CellLoop, model: nn.Module) -> bool:
-    """The rnnspec module with the loop's options and no other."""
-    if not isinstance(model, CustomLSTM):
-        return False
-    return (
-        model.recurrent_dropout == loop.recurrent_dropout
-        and model.zoneout == model.zoneout_cell == loop.zoneout
-        and model.weight_drop == 0
-    )
+def twin_of(anchor: nn.Module, models: Dict[str, nn.Module]):
+    """The rnnspec module computing what the anchor does; None for the others."""
+    for model in models.values():
+        if not isinstance(model, CustomLSTM):
+            continue
+        if isinstance(anchor, CellLoop):
+            rates = (model.recurrent_dropout, model.zoneout, model.zoneout_cell)
+            mine = (anchor.recurrent_dropout, anchor.zoneout, anchor.zoneout)
+            if rates == mine and model.weight_drop == 0:
+                return model
+        if isinstance(anchor, AWDStack) and model.locked_dropout:
+            return model
+    return None
 
 
 def ratio_cell(row: Row, times: Dict[str, List[float]]) -> Tuple[str, str, str]:
