@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/kernels.py --repeats 21
     .venv/bin/python benchmarks/kernels.py --quick        # a smoke run
     .venv/bin/python benchmarks/kernels.py --only proj --threads 1 --repeats 5
+    .venv/bin/python benchmarks/kernels.py --only regularizers   # regularizers.py
 
 For each configuration, "fwd" is an inference forward (under no_grad) and
 "fwd+bwd" a training step: forward, backward of a fixed random projection of the
@@ -14,7 +15,8 @@ per-repeat ratios ours / torch. Weights are shared (ours are loaded into torch's
 module); PeepholeLSTM is timed against nn.LSTM, the cost of its extra terms.
 The `proj` rows time nn.LSTM(proj_size=P) against CustomLSTM(proj_size=P) on
 torch's kernel (impl auto) and ours, and PeepholeLSTM(proj_size=P), all in one
-interleaved group.
+interleaved group. `--only regularizers` runs benchmarks/regularizers.py (the
+issue-14 options and their anchors) with the other flags.
 """
 
 import argparse
@@ -29,6 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import regularizers  # noqa: E402
 from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
 from benchmarks.seeds import Seed002Loop  # noqa: E402
 from rnnspec.nn import CustomGRU, CustomLSTM, CustomRNN, PeepholeLSTM  # noqa: E402
@@ -108,10 +111,17 @@ def time_pair(models, x, grad, repeats):
 
 
 def main(argv=None):
+    only = argparse.ArgumentParser(add_help=False)
+    only.add_argument("--only")
+    known, rest = only.parse_known_args(argv)
+    if known.only == "regularizers":  # its own rows, defaults and time budget
+        return regularizers.main(rest)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_kernel_arguments(parser, repeats=11, batch=32, steps=100)
     parser.add_argument(
-        "--only", help="only the rows whose label contains this (e.g. proj)"
+        "--only",
+        help="only the rows whose label contains this (e.g. proj); "
+        "'regularizers' runs benchmarks/regularizers.py",
     )
     args = parser.parse_args(argv)
     if args.threads:
