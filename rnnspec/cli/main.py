@@ -15,7 +15,16 @@ from collections.abc import Sequence
 from rnnspec.version import __version__
 
 #: The commands, in the order `rnnspec --help` lists them; each is rnnspec.cli.NAME.
-COMMANDS = ("build", "check", "inspect", "fmt", "schema", "train", "sample")
+COMMANDS = (
+    "build",
+    "check",
+    "explain",
+    "inspect",
+    "fmt",
+    "schema",
+    "train",
+    "sample",
+)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
