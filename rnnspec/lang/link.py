@@ -210,9 +210,7 @@ class _Loader:
             self.order.append(file)
             file.incomplete = True
             return file
-        if (
-            file.version < versions.LANGUAGE_VERSION
-        ):  # an older language: read through upgrades
+        if file.version < versions.LANGUAGE_VERSION:  # read through the upgrades
             syntax = parse_file_syntax(upgraded(file.text, file.version), file.name)
             errors = list(syntax.errors)
         file.error_lines = {d.line for d in errors}

@@ -441,9 +441,6 @@ class Program:
     def specs(self) -> list[ModelSpec]:
         return [model.spec for model in self.models]
 
-    def model(self, name: str) -> Resolved | None:
-        return next((m for m in self.models if m.name == name), None)
-
 
 def load(
     source: str,
