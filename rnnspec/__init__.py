@@ -7,6 +7,7 @@ front end (`rnnspec build`, `rnnspec check`) starts fast.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,16 +34,21 @@ __all__ = [
 ]
 
 
-def parse_file(path: str | Path) -> list[ModelSpec]:
-    """Parse a `.rnn` file; diagnostics name the file as given.
+def parse_file(
+    path: str | Path, overrides: Sequence[str] | Mapping[str, Any] | None = None
+) -> list[ModelSpec]:
+    """Parse a `.rnn` file (and the files it imports); diagnostics name the file as
+    given.
 
+    `overrides` change values before validation, as `rnnspec build --set` does:
+    `["Wide.hidden=1024", "Wide.attention.mask=strict"]` or
+    `{"Wide.hidden": 1024}` (the model may be left out when the file has one).
     Bytes that are not UTF-8 raise `SpecError` at their line and column; a file that
     cannot be read raises `OSError`.
     """
-    from rnnspec.lang.source import read_spec_file
+    from rnnspec.lang.lower import load_file
 
-    path = Path(path)
-    return parse(read_spec_file(path), filename=str(path))
+    return load_file(path, overrides=overrides).specs
 
 
 def instantiate(spec: ModelSpec) -> torch.nn.Module:
@@ -63,7 +69,9 @@ def from_config(obj: Any = None, **kwargs: Any) -> torch.nn.Module:
     """A model from an experiment-config value: spec text, a path, or IR fields.
 
     `obj` may be omitted when the value comes as keywords (`hydra.utils.instantiate`
-    passes a node's keys that way); see `rnnspec.lang.config.spec_from_config`.
+    passes a node's keys that way); `overrides=` (or an `overrides` key next to
+    `spec`) changes values of a spec as `--set` does; see
+    `rnnspec.lang.config.spec_from_config`.
     """
     return instantiate(spec_from_config(obj, **kwargs))
 

@@ -1,4 +1,6 @@
-"""`rnnspec build SPEC... [-o DIR] [--force]`: write DIR/<spec stem>.py per spec.
+"""`rnnspec build SPEC... [-o DIR] [--force] [--set ...] [--with-imports]`: write
+DIR/<spec stem>.py per spec, one class per model of that file (and of the files it
+imports, with --with-imports).
 
 Never imports torch. All or nothing, and nothing a user owns is overwritten.
 """
@@ -10,9 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from rnnspec.cli.specs import load_specs
+from rnnspec.cli.specs import Loaded, add_set_argument, load_specs
 from rnnspec.files import WriteError, directory_problem, shown, write_all
 from rnnspec.files import problem as files_problem
+from rnnspec.lang.ir import ModelSpec
+from rnnspec.lang.lower import Program
 
 HELP = "write DIR/<spec stem>.py per spec"
 
@@ -27,15 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also overwrite files rnnspec did not write (never a spec being built)",
     )
+    parser.add_argument(
+        "--with-imports",
+        action="store_true",
+        help="also write a class for every model of the files a spec imports",
+    )
+    add_set_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """All or nothing: every target is checked, and every file staged, before any is
     replaced; a file `rnnspec build` did not write is overwritten only with --force,
     and an input never."""
-    from rnnspec.compile.codegen import generate  # jinja2: only build needs it
-
-    loaded, failures = load_specs(args.specs)
+    loaded, failures = load_specs(args.specs, args.overrides)
     out_dir = Path(args.output)
     outputs: dict[Path, Path] = {}
     for path in loaded:
@@ -52,11 +60,19 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print(f"rnnspec: {failures} spec(s) failed; nothing written", file=sys.stderr)
         return 1
-    rendered = {
-        target: generate(loaded[path][1], spec_file=path.name, source=loaded[path][0])
-        for target, path in outputs.items()
-    }
-    changed, problems = _plan_writes(rendered, out_dir, list(loaded), args.force)
+    rendered, problems = _render(loaded, outputs, args.with_imports)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"rnnspec: {len(problems)} error(s); nothing written", file=sys.stderr)
+        return 1
+    inputs = [
+        file.path
+        for program in loaded.values()
+        for file in program.files
+        if file.path is not None
+    ]
+    changed, problems = _plan_writes(rendered, out_dir, inputs, args.force)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -69,9 +85,40 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for target in rendered:
         status = "wrote" if target in changed else "unchanged"
-        names = ", ".join(spec.name for spec in loaded[outputs[target]][1])
+        specs = _specs(loaded[outputs[target]], args.with_imports)
+        names = ", ".join(spec.name for spec in specs)
         print(f"{status} {shown(target)} ({names})")
     return 0
+
+
+def _specs(program: Program, with_imports: bool) -> list[ModelSpec]:
+    """The models a spec's module holds: its own, after its imports' if asked."""
+    imported = [m.spec for m in program.imported] if with_imports else []
+    return imported + program.specs
+
+
+def _render(
+    loaded: Loaded, outputs: dict[Path, Path], with_imports: bool
+) -> tuple[dict[Path, str], list[str]]:
+    """The text of every target, or why one cannot be written."""
+    from rnnspec.compile.codegen import build_record, generate  # jinja2: build only
+
+    options = ["--with-imports"] if with_imports else []
+    rendered: dict[Path, str] = {}
+    problems = []
+    for target, path in outputs.items():
+        program = loaded[path]
+        try:
+            rendered[target] = generate(
+                _specs(program, with_imports),
+                spec_file=path.name,
+                source=program.main.text,
+                record=build_record(program),
+                build_options=options,
+            )
+        except ValueError as exc:  # two models of one name among the imports
+            problems.append(f"{shown(path)}: error: {exc}")
+    return rendered, problems
 
 
 _FOREIGN_FILE = (

@@ -1,4 +1,6 @@
-"""`rnnspec fmt SPEC... [--check | --diff]`: rewrite specs in canonical form.
+"""`rnnspec fmt SPEC... [--check | --diff] [--upgrade]`: rewrite specs in canonical
+form; `--upgrade` also rewrites them into this rnnspec's language version, stamped
+`rnnspec N` (see rnnspec/lang/versions.py).
 
 Every spec is formatted, and every changed file staged, before anything is replaced,
 so a spec with errors or a file that cannot be written leaves all files untouched
@@ -38,10 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--diff", action="store_true", help="write nothing; show what would change"
     )
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="rewrite each spec into this rnnspec's language version and state it "
+        "(`rnnspec N` as its first line)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from rnnspec.lang.formatter import format_source
+    from rnnspec.lang.versions import upgrade_source
 
     results: list[tuple[str, str, str]] = []  # (name, old, new)
     failures = 0
@@ -49,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         filename = "<stdin>" if name == STDIN else name
         try:
             old = _read_stdin() if name == STDIN else _read(name)
-            results.append((name, old, format_source(old, filename=filename)))
+            new = upgrade_source(old) if args.upgrade else old
+            results.append((name, old, format_source(new, filename=filename)))
         except OSError as exc:
             print(
                 f"{shown(name)}: error: cannot read: {exc.strerror}",

@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from rnnspec.version import __version__
 
 #: The commands, in the order `rnnspec --help` lists them; each is rnnspec.cli.NAME.
-COMMANDS = ("build", "check", "inspect", "fmt", "schema", "train", "sample", "lsp")
+COMMANDS = (
+    "build",
+    "check",
+    "explain",
+    "inspect",
+    "fmt",
+    "schema",
+    "train",
+    "sample",
+    "lsp",
+)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

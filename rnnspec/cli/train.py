@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from rnnspec.cli.specs import add_set_argument
+
 
 def integer(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer in low..high (high None: no upper bound)."""
@@ -152,9 +154,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--generated",
         metavar="FILE",
         help="train the class that `rnnspec build SPEC` wrote to FILE (checked "
-        "against SPEC's sha256) instead of building the model at runtime; the "
-        "model keeps the spec's VOCAB",
+        "against the sha256 of SPEC and of every file it imports, and against "
+        "--set) instead of building the model at runtime; the model keeps the "
+        "spec's VOCAB",
     )
+    add_set_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-plot", action="store_true", help="no loss.png")
 
@@ -228,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         strict_vocab=args.strict_vocab,
         generated=args.generated,
+        overrides=tuple(args.overrides),
         progress=not args.no_progress,
         plot=not args.no_plot,
     )

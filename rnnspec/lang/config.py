@@ -41,8 +41,12 @@ _IGNORED_KEYS = frozenset(
     {"_target_", "_convert_", "_recursive_", "_partial_", "$schema"}
 )
 
-#: Keys of the `{"spec": ..., "model": ...}` form.
-_SPEC_KEYS = ("spec", "model")
+#: Keys of the `{"spec": ..., "model": ..., "overrides": ...}` form.
+_SPEC_KEYS = ("spec", "model", "overrides")
+
+_OVERRIDES_NEED_SPEC = (
+    "overrides apply to spec text or a .rnn file; change the fields themselves"
+)
 
 #: Where a value sits in the config: its keys, as the config spells them.
 KeyPath = tuple[Any, ...]
@@ -64,6 +68,7 @@ def spec_from_config(
     base_dir: str | os.PathLike[str] | None = None,
     model: str | None = None,
     path: str | Sequence[str] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
     **fields: Any,
 ) -> ModelSpec:
     """The `ModelSpec` a config value describes; torch-free.
@@ -74,10 +79,12 @@ def spec_from_config(
     a `ModelSpec`. Keyword `fields` stand in for a mapping (what Hydra passes).
     `model` picks one model of a multi-model spec. `path` is where the value sits in
     the config (`"model"` or `("experiment", "model")`); messages name keys under it,
-    and name the config file when `base_dir` is that file.
+    and name the config file when `base_dir` is that file. `overrides` change values
+    of spec text or a spec file as `rnnspec build --set` does (`["hidden=1024"]` or
+    `{"Wide.hidden": 1024}`); so does an `overrides` key next to `spec`.
     """
     try:
-        return _spec(obj, base_dir, model, _key_path(path), fields)
+        return _spec(obj, base_dir, model, _key_path(path), fields, overrides)
     except SpecError as error:
         if error.filename != CONFIG_FILENAME or not _is_file(base_dir):
             raise
@@ -94,6 +101,7 @@ def _spec(
     model: str | None,
     key: KeyPath,
     fields: dict[str, Any],
+    overrides: Any = None,
 ) -> ModelSpec:
     if fields:
         if obj is not None:
@@ -102,14 +110,17 @@ def _spec(
             )
         obj = fields
     obj = _resolved(obj, key)
+    if isinstance(obj, (str, os.PathLike)):
+        return _from_text_or_path(obj, key, base_dir, model, overrides)
+    if isinstance(obj, Mapping) and "spec" in obj:
+        data = {k: v for k, v in obj.items() if k not in _IGNORED_KEYS}
+        return _from_spec_mapping(data, key, base_dir, model, overrides)
+    if overrides:
+        raise _config_error(key, _OVERRIDES_NEED_SPEC)
     if isinstance(obj, ModelSpec):
         return _check_name(obj, model, key)
-    if isinstance(obj, (str, os.PathLike)):
-        return _from_text_or_path(obj, key, base_dir, model)
     if isinstance(obj, Mapping):
         data = {k: v for k, v in obj.items() if k not in _IGNORED_KEYS}
-        if "spec" in data:
-            return _from_spec_mapping(data, key, base_dir, model)
         return _check_name(_from_fields(data, key), model, key)
     if obj is None:
         message = "no model given: expected spec text, a .rnn path or a mapping"
@@ -129,8 +140,9 @@ def _from_spec_mapping(
     key: KeyPath,
     base_dir: str | os.PathLike[str] | None,
     model: str | None,
+    overrides: Any = None,
 ) -> ModelSpec:
-    """`{"spec": TEXT_OR_PATH_OR_FIELDS, "model": NAME?}`."""
+    """`{"spec": TEXT_OR_PATH_OR_FIELDS, "model": NAME?, "overrides": ...?}`."""
     expected = "; expected " + one_of(_SPEC_KEYS)
     problems = [
         Diagnostic(
@@ -155,8 +167,13 @@ def _from_spec_mapping(
     name = chosen if chosen is not None else model
     spec_key = key + ("spec",)
     value = _resolved(data["spec"], spec_key)
+    overrides = _override_list(overrides, key) + _override_list(
+        data.get("overrides"), key + ("overrides",)
+    )
     if isinstance(value, (str, os.PathLike)):
-        return _from_text_or_path(value, spec_key, base_dir, name)
+        return _from_text_or_path(value, spec_key, base_dir, name, overrides)
+    if overrides:
+        raise _config_error(key + ("overrides",), _OVERRIDES_NEED_SPEC)
     if isinstance(value, Mapping):
         return _check_name(_from_fields(value, spec_key), name, spec_key)
     raise _config_error(
@@ -164,6 +181,22 @@ def _from_spec_mapping(
         "spec must be spec text, a path to a .rnn file, or a mapping of fields; "
         f"got {type(value).__name__}",
     )
+
+
+def _override_list(value: Any, key: KeyPath) -> list[str]:
+    """Overrides as `KEY=VALUE` texts: from a list of them or a mapping."""
+    from rnnspec.lang.overrides import override_texts
+
+    value = _plain(value, key)
+    if value is None:
+        return []
+    if not isinstance(value, (Mapping, list, tuple, str)):
+        raise _config_error(
+            key,
+            "overrides must be a list of KEY=VALUE or a mapping of KEY: VALUE, got "
+            f"{type(value).__name__}",
+        )
+    return override_texts(value)
 
 
 def _looks_like_text(value: str) -> bool:
@@ -176,9 +209,14 @@ def _from_text_or_path(
     key: KeyPath,
     base_dir: str | os.PathLike[str] | None,
     model: str | None,
+    overrides: Any = None,
 ) -> ModelSpec:
+    overrides = overrides or None
+    here = _resolve(Path("."), base_dir)  # imports of inline text: beside the config
     if isinstance(value, str) and _looks_like_text(value):
-        return _pick(parse(value, filename=_dotted(key) or "<spec>"), model, key)
+        name = _dotted(key) or "<spec>"
+        specs = parse(value, name, base_dir=here, overrides=overrides, model=model)
+        return _pick(specs, model, key)
     try:
         file = _resolve(Path(value), base_dir)
     except RuntimeError as exc:  # `~user` with no such user
@@ -186,14 +224,20 @@ def _from_text_or_path(
     is_spec_path = file.suffix == SPEC_SUFFIX
     if isinstance(value, str) and re.match(r"\s*model\s", value):
         if not (is_spec_path and file.is_file()):  # "model A" without braces
-            return _pick(parse(value, filename=_dotted(key) or "<spec>"), model, key)
+            name = _dotted(key) or "<spec>"
+            specs = parse(value, name, base_dir=here, overrides=overrides, model=model)
+            return _pick(specs, model, key)
     if not is_spec_path:
         raise _config_error(
             key,
             f"{_shown_path(value)} is not a {SPEC_SUFFIX} spec file; "
             f"expected spec text or a path ending in {SPEC_SUFFIX}",
         )
-    return _pick(parse(read_spec_file(file, key), filename=str(file)), model, key)
+    text = read_spec_file(file, key)
+    specs = parse(
+        text, str(file), base_dir=file.parent, overrides=overrides, model=model
+    )
+    return _pick(specs, model, key)
 
 
 def read_spec_file(file: Path, key: KeyPath = ()) -> str:

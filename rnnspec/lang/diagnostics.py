@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 #: How many diagnostics `str(SpecError)` prints before "... and N more".
@@ -11,11 +11,16 @@ MAX_SHOWN = 20
 
 @dataclass(frozen=True)
 class Span:
-    """A 1-based range on one line: from `column` up to (not including) `end`."""
+    """A 1-based range on one line: from `column` up to (not including) `end`.
+
+    `file` names the file the line is in, as diagnostics show it (None: the file
+    being compiled, in a spec without imports).
+    """
 
     line: int
     column: int
     end: int
+    file: str | None = None
 
     @property
     def width(self) -> int:
@@ -24,26 +29,36 @@ class Span:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One problem: where it is and what is wrong."""
+    """One problem: where it is and what is wrong.
+
+    `file` is the file the problem is in when that is not the spec being compiled
+    (an imported file, or the `--set` arguments); `notes` point at other places
+    that take part (the override that made an inherited statement invalid).
+    """
 
     message: str
     line: int = 0
     column: int = 0
     width: int = 1
+    file: str | None = None
+    notes: tuple[Diagnostic, ...] = ()
 
     @classmethod
     def at(cls, span: Span | None, message: str) -> Diagnostic:
         if span is None:
             return cls(message)
-        return cls(message, span.line, span.column, span.width)
+        return cls(message, span.line, span.column, span.width, span.file)
 
 
 class SpecError(ValueError):
     """A spec that cannot be compiled; carries every problem found, in source order.
 
-    `errors` is the list of `Diagnostic`s (each with `line`, `column`, `message`);
-    `str(err)` shows them as `file:line:col: error: message` with the source line
-    and a caret under the offending text.
+    `errors` is the list of `Diagnostic`s (each with `line`, `column`, `message`,
+    and `file` when the problem is in another file than `filename`); `str(err)`
+    shows them as `file:line:col: error: message` with the source line and a caret
+    under the offending text. `sources` holds the text of every other file named;
+    those listed in `arguments` are command-line arguments (`--set`), shown by
+    their text instead of `file:line:col`.
     """
 
     def __init__(
@@ -52,39 +67,63 @@ class SpecError(ValueError):
         *,
         source: str | None = None,
         filename: str = "<spec>",
+        sources: Mapping[str, str] | None = None,
+        arguments: Iterable[str] = (),
     ) -> None:
-        self.errors = sorted(errors, key=lambda d: (d.line, d.column))
         self.source = source
         self.filename = filename
+        self.sources = dict(sources or {})
+        self.arguments = frozenset(arguments)
+        order = {name: rank for rank, name in enumerate(self.sources)}
+        self.errors = sorted(
+            errors,
+            key=lambda d: (order.get(d.file or filename, -1), d.line, d.column),
+        )
         super().__init__(self._render())
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
         return self.errors
 
+    def _text(self, file: str | None) -> str | None:
+        if file is None or file == self.filename and file not in self.sources:
+            return self.source
+        return self.sources.get(file)
+
     def _render(self) -> str:
-        lines = self.source.split("\n") if self.source is not None else []
-        out = []
+        out: list[str] = []
         for diag in self.errors[:MAX_SHOWN]:
-            if diag.line:
-                where = f"{self.filename}:{diag.line}:{diag.column}"
-            else:
-                where = self.filename
-            out.append(printable(f"{where}: error: {diag.message}"))
-            if 0 < diag.line <= len(lines):
-                text = lines[diag.line - 1].rstrip("\r")
-                start = diag.column - 1
-                before, marked = text[:start], text[start : start + diag.width]
-                out.append(printable(text))
-                out.append(
-                    " " * display_width(printable(before))
-                    + "^"
-                    + "~" * (display_width(printable(marked)) - 1)
-                )
+            out.extend(self._render_one(diag, "error"))
+            for note in diag.notes:
+                out.extend(self._render_one(note, "note"))
         hidden = len(self.errors) - MAX_SHOWN
         if hidden > 0:
             out.append(f"... and {hidden} more")
         return "\n".join(out)
+
+    def _render_one(self, diag: Diagnostic, kind: str) -> list[str]:
+        file = diag.file or self.filename
+        text = self._text(diag.file)
+        lines = text.split("\n") if text is not None else []
+        shown = 0 < diag.line <= len(lines)
+        if file in self.arguments and shown:
+            where = lines[diag.line - 1]
+        elif diag.line:
+            where = f"{file}:{diag.line}:{diag.column}"
+        else:
+            where = file
+        out = [printable(f"{where}: {kind}: {diag.message}")]
+        if shown:
+            line = lines[diag.line - 1].rstrip("\r")
+            start = diag.column - 1
+            before, marked = line[:start], line[start : start + diag.width]
+            out.append(printable(line))
+            out.append(
+                " " * display_width(printable(before))
+                + "^"
+                + "~" * (display_width(printable(marked)) - 1)
+            )
+        return out
 
 
 def printable(text: str) -> str:

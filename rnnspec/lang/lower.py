@@ -7,12 +7,17 @@ diagnostic at the statement, value or option it came from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import functools
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from rnnspec.lang.blame import with_notes
 from rnnspec.lang.diagnostics import (
     Diagnostic,
     Span,
@@ -27,10 +32,17 @@ from rnnspec.lang.ir import (
     ModelSpec,
     cross_field_problems,
 )
+from rnnspec.lang.link import Linked, Merged, SourceFile, link
+from rnnspec.lang.overrides import (
+    Override,
+    apply_override,
+    override_texts,
+    parse_overrides,
+    pseudo_file,
+)
 from rnnspec.lang.printer import SCALAR_OPTIONS
 from rnnspec.lang.rules import REGULARIZERS
-from rnnspec.lang.source import spec_text
-from rnnspec.lang.syntax import ModelBlock, Option, Statement, Value, parse_syntax
+from rnnspec.lang.syntax import ModelBlock, Option, Statement, Value
 
 #: Statements taking exactly one value: keyword == field name. Only those in
 #: `SCALAR_OPTIONS` take options, each a top-level field of its own.
@@ -107,7 +119,7 @@ def _too_many(
     first = extra[0]
     what = f"{n} value" + ("s" if n != 1 else "")
     lowered.error(
-        Span(first.span.line, first.span.column, extra[-1].span.end),
+        dataclasses.replace(first.span, end=extra[-1].span.end),
         f"'{statement.keyword}' takes {what}; unexpected '{first.text}'",
     )
 
@@ -395,27 +407,125 @@ def validate_block(lowered: Lowered) -> ModelSpec | None:
     return spec if not lowered.errors else None
 
 
-def parse(source: str, filename: str = "<spec>") -> list[ModelSpec]:
-    """Spec text → a `ModelSpec` per model block; `SpecError` lists every problem.
+# -- a program: a file, its imports, overrides -------------------------------------
 
-    A leading byte-order mark is skipped; LF, CRLF and a lone CR all end a line.
+
+@dataclass
+class Resolved:
+    """One model of a program, validated, with where each of its values came from:
+    `lowered.spans` holds the span of every value written (in any file, or in the
+    overrides' pseudo-file), `merged.owner` which model wrote each statement."""
+
+    spec: ModelSpec
+    lowered: Lowered
+    merged: Merged
+    file: SourceFile
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class Program:
+    """A spec file compiled with everything that went into it."""
+
+    main: SourceFile
+    files: list[SourceFile]  # the main file first, then every file it imports
+    models: list[Resolved]  # the main file's models, in order
+    imported: list[Resolved]  # the imported files' models, imports first
+    overrides: list[Override]
+    label: str  # how the overrides are named: `--set` on the command line
+
+    @property
+    def specs(self) -> list[ModelSpec]:
+        return [model.spec for model in self.models]
+
+
+def load(
+    source: str,
+    filename: str = "<spec>",
+    *,
+    path: Path | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    label: str = "override",
+    model: str | None = None,
+) -> Program:
+    """Compile `source` (the file `filename`, read from `path` if from a file), the
+    files it imports (relative to `base_dir`: by default `path`'s folder, else the
+    working directory) and the `overrides` (see `rnnspec.lang.overrides`; one that
+    names no model is for `model`, or for the file's only model).
+
+    `SpecError` lists every problem, in whichever file (or override) it is.
     """
-    source = spec_text(source)
-    blocks, errors = parse_syntax(source)
-    error_lines = {d.line for d in errors}
-    specs: list[ModelSpec] = []
-    seen: dict[str, int] = {}
-    for block in blocks:
-        lowered = lower_block(block)
-        spec = validate_block(lowered)
-        # A line that failed to parse may cause follow-on complaints (a statement
-        # that seems missing, say): keep only what the syntax errors cannot explain.
-        errors.extend(
-            d
-            for d in lowered.errors
-            if d.line not in error_lines
-            and not (error_lines and d.message.startswith("missing required"))
+    linked = link(source, filename, path=path, base_dir=base_dir)
+    main = linked.main
+    texts = override_texts(overrides)
+    names = [block.name for block in main.models]
+    parsed, errors = parse_overrides(texts, names, label, filename, model)
+    failed: set[int] = set()
+    compiled: dict[int, Resolved] = {}
+    for file in linked.files:  # imports before the files importing them
+        mine = parsed if file is main else []
+        errors += _compile_file(file, linked, mine, label, failed, compiled)
+    errors = linked.errors + errors  # linking errors include unknown bases, found now
+    if not main.models and not errors:
+        errors.append(Diagnostic("no model in spec; expected 'model NAME { ... }'"))
+    files = [main] + [file for file in linked.files if file is not main]
+    if errors:
+        sources = {file.name: file.text for file in files}
+        if texts:
+            sources[label] = pseudo_file(texts, label)
+        raise SpecError(
+            errors,
+            source=main.text,
+            filename=filename,
+            sources=sources,
+            arguments=[label] if texts else [],
         )
+    models = [compiled[id(block)] for block in main.models]
+    imported = [
+        compiled[id(block)]
+        for file in linked.files
+        if file is not main
+        for block in file.models
+    ]
+    return Program(main, files, models, imported, parsed, label)
+
+
+def load_file(
+    path: str | os.PathLike[str],
+    *,
+    filename: str | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    label: str = "override",
+    model: str | None = None,
+) -> Program:
+    """`load` of the spec file at `path` (named `filename` in messages; default: the
+    path as given). `OSError` when it cannot be read."""
+    from rnnspec.lang.source import read_spec_file
+
+    name = os.fspath(path) if filename is None else filename
+    text = read_spec_file(path, filename=name)
+    return load(
+        text, name, path=Path(path), overrides=overrides, label=label, model=model
+    )
+
+
+def _compile_file(
+    file: SourceFile,
+    linked: Linked,
+    overrides: list[Override],
+    label: str,
+    failed: set[int],
+    compiled: dict[int, Resolved],
+) -> list[Diagnostic]:
+    """Validate every model of `file`; a model whose base failed is skipped (the
+    base's errors say why)."""
+    errors: list[Diagnostic] = []
+    seen: dict[str, int] = {}
+    for block in file.models:
         if block.name in seen:
             errors.append(
                 Diagnostic.at(
@@ -425,10 +535,64 @@ def parse(source: str, filename: str = "<spec>") -> list[ModelSpec]:
                 )
             )
         seen.setdefault(block.name, block.span.line)
-        if spec is not None:
-            specs.append(spec)
-    if not blocks and not errors:
-        errors.append(Diagnostic("no model in spec; expected 'model NAME { ... }'"))
-    if errors:
-        raise SpecError(errors, source=source, filename=filename)
-    return specs
+        merged = linked.merged(block)
+        if merged is None or any(id(base) in failed for base in merged.chain[1:]):
+            failed.add(id(block))
+            continue
+        mine = [o for o in overrides if o.model == block.name]
+        lowered, spec = _compile(merged.block, mine, label)
+        # A line that failed to parse may cause follow-on complaints (a statement
+        # that seems missing, say): keep only what the syntax errors cannot explain.
+        found = [
+            d
+            for d in lowered.errors
+            if not (d.file == file.name and d.line in file.error_lines)
+            and not (file.error_lines and d.message.startswith("missing required"))
+        ]
+        if spec is None:
+            failed.add(id(block))
+
+            attempt = functools.partial(_attempt, merged.block, label)
+            errors += with_notes(found, merged, mine, label, attempt)
+        else:
+            compiled[id(block)] = Resolved(spec, lowered, merged, file)
+    return errors
+
+
+def _compile(
+    block: ModelBlock, overrides: list[Override], label: str
+) -> tuple[Lowered, ModelSpec | None]:
+    lowered = lower_block(block)
+    for override in overrides:
+        problem = apply_override(override, lowered.data, lowered.spans, label)
+        if problem is not None:
+            lowered.errors.append(problem)
+    return lowered, validate_block(lowered)
+
+
+def _attempt(
+    block: ModelBlock, label: str, statements: list[Statement], kept: list[Override]
+) -> list[Diagnostic]:
+    """The errors of `block` with only `statements` and the overrides `kept`."""
+    variant = dataclasses.replace(block, statements=statements)
+    return _compile(variant, kept, label)[0].errors
+
+
+def parse(
+    source: str,
+    filename: str = "<spec>",
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    model: str | None = None,
+) -> list[ModelSpec]:
+    """Spec text → a `ModelSpec` per model block; `SpecError` lists every problem.
+
+    A leading byte-order mark is skipped; LF, CRLF and a lone CR all end a line.
+    Imports are read relative to `base_dir` (default: the working directory);
+    `overrides` and `model` are `load`'s.
+    """
+    program = load(
+        source, filename, base_dir=base_dir, overrides=overrides, model=model
+    )
+    return program.specs

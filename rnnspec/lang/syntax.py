@@ -1,12 +1,14 @@
 """Spec text → syntax tree of statements with positions (stage 2: lark).
 
 The grammar (`grammars/rnnspec.lark`, shipped in the wheel) only knows the shape of a
-statement; which keywords and options exist is decided in `rnnspec.lang.lower`, so
-that a typo is reported with a did-you-mean instead of "unexpected token".
+statement; which keywords and options exist is decided in `rnnspec.lang.lower` (and,
+for the `rnnspec` and `import` lines outside models, in `rnnspec.lang.link`), so that
+a typo is reported with a did-you-mean instead of "unexpected token".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -44,6 +46,8 @@ _TERMINALS = {
     "EQUAL": "'='",
     "_NL": "end of line",
     "MODEL": "'model'",
+    "EXTENDS": "'extends'",
+    "STRING": "a quoted path",
     "$END": "end of file",
 }
 
@@ -56,6 +60,11 @@ class Value:
     text: str
     span: Span
 
+    @property
+    def quoted(self) -> bool:
+        """A "quoted" path (only `import` takes one)."""
+        return self.text.startswith('"')
+
 
 @dataclass(frozen=True)
 class Option:
@@ -67,7 +76,7 @@ class Option:
 
     @property
     def span(self) -> Span:
-        return Span(self.key_span.line, self.key_span.column, self.value.span.end)
+        return dataclasses.replace(self.key_span, end=self.value.span.end)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,23 @@ class ModelBlock:
     name_span: Span
     span: Span  # the `model` keyword
     statements: list[Statement] = field(default_factory=list)
+    base: str | None = None  # `extends BASE`
+    base_span: Span | None = None
+    one_line: bool = False  # `model A extends B { hidden 512 }`: body on one line
+
+    @property
+    def file(self) -> str | None:
+        return self.span.file
+
+
+@dataclass
+class FileSyntax:
+    """A file's statements outside models (`rnnspec 1`, `import "x.rnn"`), in
+    order, its model blocks, and its syntax errors."""
+
+    headers: list[Statement]
+    models: list[ModelBlock]
+    errors: list[Diagnostic]
 
 
 def grammar_text() -> str:
@@ -130,37 +156,57 @@ def parser() -> Lark:
     return Lark.load(io.BytesIO(saved))
 
 
-def _span(token: Token) -> Span:
-    return Span(token.line, token.column, token.end_column)
-
-
 class _ToSyntax(Transformer):
-    """Methods named after the grammar's rules; literal errors land in `errors`."""
+    """Methods named after the grammar's rules; literal errors land in `errors`.
+    Every span names `file`."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: str | None = None) -> None:
         super().__init__()
+        self.file = file
         self.errors: list[Diagnostic] = []
 
-    def start(self, models: list[ModelBlock]) -> list[ModelBlock]:
-        return list(models)
+    def _span(self, token: Token) -> Span:
+        return Span(token.line, token.column, token.end_column, self.file)
+
+    def start(self, items: list) -> list:
+        return list(items)
 
     @v_args(meta=True)
     def model(self, meta, children: list) -> ModelBlock:
-        name, *statements = children
+        name, *rest = children
+        body: tuple[list[Statement], bool] = rest.pop()
+        base = rest[0] if rest else None
+        statements, one_line = body
         return ModelBlock(
             name=str(name),
-            name_span=_span(name),
-            span=Span(meta.line, meta.column, meta.column + len("model")),
-            statements=list(statements),
+            name_span=self._span(name),
+            span=Span(meta.line, meta.column, meta.column + len("model"), self.file),
+            statements=statements,
+            base=None if base is None else str(base),
+            base_span=None if base is None else self._span(base),
+            one_line=one_line,
         )
+
+    def extends(self, children: list[Token]) -> Token:
+        (name,) = children
+        return name
+
+    def block_body(self, children: list) -> tuple[list[Statement], bool]:
+        return list(children), False
+
+    def line_body(self, children: list) -> tuple[list[Statement], bool]:
+        return list(children), True
 
     def statement(self, children: list) -> Statement:
         keyword, *arguments = children
-        return Statement(str(keyword), _span(keyword), tuple(arguments))
+        return Statement(str(keyword), self._span(keyword), tuple(arguments))
+
+    line_statement = statement
+    header = statement
 
     def option(self, children: list) -> Option:
         key, value = children
-        return Option(str(key), _span(key), value)
+        return Option(str(key), self._span(key), value)
 
     def integer(self, children: list[Token]) -> Value:
         (token,) = children
@@ -168,22 +214,26 @@ class _ToSyntax(Transformer):
         if digits > MAX_DIGITS:
             self.errors.append(
                 Diagnostic.at(
-                    _span(token),
+                    self._span(token),
                     f"number too long: {digits} digits (at most {MAX_DIGITS})",
                 )
             )
-            return Value(str(token), str(token), _span(token))
-        return Value(int(token), str(token), _span(token))
+            return Value(str(token), str(token), self._span(token))
+        return Value(int(token), str(token), self._span(token))
 
     def float(self, children: list[Token]) -> Value:
         (token,) = children
-        return Value(float(token), str(token), _span(token))
+        return Value(float(token), str(token), self._span(token))
 
     def word(self, children: list[Token]) -> Value:
         (token,) = children
         text = str(token)
         value: Scalar = {"true": True, "false": False}.get(text, text)
-        return Value(value, text, _span(token))
+        return Value(value, text, self._span(token))
+
+    def path(self, children: list[Token]) -> Value:
+        (token,) = children
+        return Value(str(token)[1:-1], str(token), self._span(token))
 
 
 def _expected(expected: set[str]) -> str:
@@ -241,10 +291,17 @@ _MAX_SYNTAX_ERRORS = 50
 
 
 def parse_syntax(source: str) -> tuple[list[ModelBlock], list[Diagnostic]]:
+    """The model blocks of `source` and its syntax errors (see `parse_file_syntax`)."""
+    syntax = parse_file_syntax(source)
+    return syntax.models, syntax.errors
+
+
+def parse_file_syntax(source: str, file: str | None = None) -> FileSyntax:
     """Parse, recovering after errors so that every broken line is reported once.
 
-    Returns the model blocks that could be read (possibly none) and the diagnostics.
-    Positions are in `spec_text(source)`, the text with every line ending in LF.
+    Returns what could be read (possibly nothing) and the diagnostics; every span and
+    diagnostic names `file`. Positions are in `spec_text(source)`, the text with every
+    line ending in LF.
     """
     source = spec_text(source)
     if not source.endswith("\n"):
@@ -263,18 +320,25 @@ def parse_syntax(source: str) -> tuple[list[ModelBlock], list[Diagnostic]]:
             _finish_line(error)
         return len(errors) < _MAX_SYNTAX_ERRORS
 
+    def in_file(found: list[Diagnostic]) -> list[Diagnostic]:
+        return [dataclasses.replace(d, file=file) for d in found]
+
     try:
         tree = parser().parse(source, on_error=recover)
     except UnexpectedInput as error:
         diag = _describe(error, source)
         if diag.line not in lines_with_errors:
             errors.append(diag)
-        return [], errors
-    to_syntax = _ToSyntax()
+        return FileSyntax([], [], in_file(errors))
+    to_syntax = _ToSyntax(file)
     try:
-        models = to_syntax.transform(tree)
+        items = to_syntax.transform(tree)
     except Exception:  # a tree mangled by error recovery: keep the syntax errors
         if not errors:
             raise
-        return [], errors
-    return models, errors + to_syntax.errors
+        return FileSyntax([], [], in_file(errors))
+    return FileSyntax(
+        headers=[item for item in items if isinstance(item, Statement)],
+        models=[item for item in items if isinstance(item, ModelBlock)],
+        errors=in_file(errors) + to_syntax.errors,
+    )

@@ -120,6 +120,7 @@ class TrainConfig:
     # A module built from SPEC by `rnnspec build`: train its class instead of
     # instantiate(spec) (the same model; see load_generated).
     generated: str | None = None
+    overrides: tuple[str, ...] = ()  # `--set [MODEL.]STATEMENT[.OPTION]=VALUE`
     progress: bool = True
     plot: bool = True
 

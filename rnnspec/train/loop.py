@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from rnnspec.lang.ir import ModelSpec
+from rnnspec.lang.versions import LANGUAGE_VERSION
 from rnnspec.train.batching import BucketBatchSampler
 from rnnspec.train.checkpoint import FORMAT, gathered_rng_states
 from rnnspec.train.config import TrainConfig, check_config
@@ -222,6 +223,8 @@ def _save(run: Run, state: TrainState, step: int) -> None:
         "spec_text": run.spec.to_source(),
         "spec_source": run.spec_source,
         "spec_path": run.config.spec,
+        "spec_language": LANGUAGE_VERSION,
+        "spec_overrides": list(run.config.overrides),
         "vocab": corpus.vocab.to_json(),
         "data": corpus.description,
         "data_sha256": text_sha256(corpus.text),

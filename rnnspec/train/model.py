@@ -12,6 +12,7 @@ data's vocabulary must fit in it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +20,33 @@ from torch import Tensor, nn
 
 from rnnspec.lang.diagnostics import SpecError
 from rnnspec.lang.ir import LogitsHead, ModelSpec, TokensInput
-from rnnspec.lang.lower import parse
+from rnnspec.lang.lower import load_file
 from rnnspec.train.errors import TrainError
 from rnnspec.train.rundir import SPEC
 
 
-def load_spec(path: str, model: str | None = None) -> tuple[ModelSpec, str]:
-    """(spec, spec file text) of model `model` (or the file's only model)."""
+def load_spec(
+    path: str, model: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[ModelSpec, str]:
+    """(spec, spec file text) of model `model` (or the file's only model), with the
+    files it imports and the `overrides` (`--set`)."""
     try:
-        source = Path(path).read_text(encoding="utf-8")
+        program = load_file(path, overrides=overrides, label="--set", model=model)
     except OSError as exc:
         raise TrainError(f"cannot read spec {path}: {exc.strerror}") from None
-    try:
-        specs = parse(source, filename=path)
     except SpecError as exc:
         raise TrainError(str(exc)) from None
+    specs = program.specs
     names = [s.name for s in specs]
     if model is None:
         if len(specs) > 1:
             raise TrainError(
                 f"{path} holds models {', '.join(names)}; pick one with --model NAME"
             )
-        return specs[0], source
+        return specs[0], program.main.text
     for spec in specs:
         if spec.name == model:
-            return spec, source
+            return spec, program.main.text
     raise TrainError(f"{path} has no model {model!r}; it has {', '.join(names)}")
 
 
@@ -109,27 +112,39 @@ def fit_vocab(
     return fitted, note
 
 
-def load_generated(path: str, spec: ModelSpec, spec_source: str) -> type[nn.Module]:
-    """Class `spec.name` of the module that `rnnspec build` wrote from `spec_source`.
+def load_generated(
+    path: str,
+    spec: ModelSpec,
+    spec_path: str,
+    overrides: Sequence[str] = (),
+) -> type[nn.Module]:
+    """Class `spec.name` of the module that `rnnspec build` wrote from `spec_path`.
 
-    The module's header names the sha256 of the spec text it was built from; a
-    different hash means a stale build, which is refused rather than trained.
+    The module's header names the sha256 of the spec file and of every file it
+    imports, and the overrides it was built with; any difference from the spec as it
+    is now (with `overrides`) means a stale build, which is refused rather than
+    trained.
     """
     import importlib.util
 
-    from rnnspec.compile.codegen import built_spec_sha256, spec_sha256
+    from rnnspec.compile.codegen import build_record, built_record, stale_inputs
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise TrainError(f"cannot read {path}: {exc.strerror}") from None
-    built_from = built_spec_sha256(text)
-    if built_from is None:
+    built = built_record(text)
+    if built is None:
         raise TrainError(f"{path} was not written by `rnnspec build`")
-    if built_from != spec_sha256(spec_source):
+    try:
+        now = build_record(load_file(spec_path, overrides=overrides, label="--set"))
+    except (OSError, SpecError) as exc:  # load_spec read it a moment ago
+        raise TrainError(f"cannot read spec {spec_path}: {exc}") from None
+    stale = stale_inputs(built, now)
+    if stale:
         raise TrainError(
-            f"{path} was built from another version of the spec; rebuild it with "
-            "`rnnspec build SPEC -o DIR`"
+            f"{path} was built from another version of the spec ({'; '.join(stale)}); "
+            "rebuild it with `rnnspec build SPEC -o DIR`"
         )
     name = f"_rnnspec_generated_{Path(path).stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)

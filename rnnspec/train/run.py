@@ -107,7 +107,7 @@ def prepare(
     out, saved, settings, base, spec_source = _open(config, dist, cleanup)
     built = None  # the class `rnnspec build` wrote, when asked to train it
     if config.generated is not None:
-        built = load_generated(config.generated, base, spec_source)
+        built = load_generated(config.generated, base, config.spec, config.overrides)
     text, description = load_text(config.data)
     lines = token_lines(text, settings["tokens"])
     vocab = Vocab.build(lines, settings["tokens"])
@@ -167,12 +167,12 @@ def _open(
 ) -> tuple[Path, dict[str, Any] | None, dict[str, Any], ModelSpec, str]:
     """(OUT, the checkpoint to resume or None, the settings, the spec, its file's
     text): OUT locked by rank 0, and the settings the run's own on resume."""
-    base, spec_source = load_spec(config.spec, config.model)
+    base, spec_source = load_spec(config.spec, config.model, config.overrides)
     out = Path(config.out or Path("runs") / base.name)
     saved = on_rank0(dist, lambda: _prepare_out(out, config, cleanup))
     settings = run_settings(config, saved["settings"] if saved else None)
     if settings["model"] is not None and settings["model"] != base.name:
-        base, spec_source = load_spec(config.spec, settings["model"])
+        base, spec_source = load_spec(config.spec, settings["model"], config.overrides)
     settings["model"] = base.name
     return out, saved, settings, base, spec_source
 

@@ -174,7 +174,7 @@ BOMBS = {
     "an unknown key": (FIELDS | {"laughs": BOMB}, ["laughs: unknown key 'laughs'"]),
     "an unknown key next to spec": (
         {"spec": SPEC, "laughs": BOMB},
-        ["laughs: unknown key 'laughs'; expected 'spec' or 'model'"],
+        ["laughs: unknown key 'laughs'; expected 'spec', 'model' or 'overrides'"],
     ),
     "a field": (
         FIELDS | {"hidden": BOMB},
@@ -258,5 +258,5 @@ def test_keys_with_control_characters_are_escaped():
         "model.'head\\x1b[2J': unknown key 'head\\x1b[2J'"
     ]
     assert messages({"spec": SPEC, "\x07": 1}) == [
-        "'\\x07': unknown key '\\x07'; expected 'spec' or 'model'"
+        "'\\x07': unknown key '\\x07'; expected 'spec', 'model' or 'overrides'"
     ]
