@@ -53,7 +53,8 @@ def test_every_spec_lexes_without_error_tokens(path):
     for token, value in tokens:
         if token is Keyword:
             assert value in keywords
-    statements = re.findall(r"^[ \t]+(\w+)", text, re.MULTILINE)
+    # a statement opens an indented line, or a one-line block: `{ layers 3 }`
+    statements = re.findall(r"(?:^[ \t]+|\{[ \t]*)(\w+)", text, re.MULTILINE)
     assert sorted(v for t, v in tokens if t is Keyword) == sorted(statements)
 
 

@@ -146,3 +146,24 @@ def test_examples_have_no_diagnostics(client):
     for path in EXAMPLES:
         uri = client.open(path, path.read_text(encoding="utf-8"))
         assert client.diagnostics(uri) == [], path.name
+
+
+def test_imports_resolve_next_to_the_document(client, tmp_path):
+    """`import "base.rnn"` is read from the document's folder, as `check` reads it;
+    a problem inside the imported file names that file and line."""
+    variants = (ROOT / "examples" / "family" / "variants.rnn").read_text()
+    base = (ROOT / "examples" / "family" / "base.rnn").read_text()
+    (tmp_path / "base.rnn").write_text(base, encoding="utf-8")
+    uri = client.open(tmp_path / "variants.rnn", variants)
+    assert client.diagnostics(uri) == []
+    broken = base.replace("hidden", "hiddn", 1)
+    (tmp_path / "base.rnn").write_text(broken, encoding="utf-8")
+    client.change(uri, variants)
+    messages = [d.message for d in client.diagnostics(uri)]
+    line = broken.splitlines().index(
+        next(x for x in broken.splitlines() if "hiddn" in x)
+    )
+    assert any(
+        m.startswith(f"{tmp_path / 'base.rnn'}:{line + 1}:") and "'hiddn'" in m
+        for m in messages
+    ), messages
