@@ -6,6 +6,7 @@
 Standalone: needs only torch. `model = Classifier()` builds the model.
 """
 
+import math
 from typing import Callable, List, Optional, Tuple, Union
 
 import torch
@@ -277,6 +278,117 @@ def kernel_bernoulli(like: Tensor, shape: List[int], p: float) -> Tensor:
     which for a (T, B, H) zoneout mask costs ~10% of an LSTM training step.
     """
     return like.new_empty(shape).uniform_().lt_(p)
+
+
+def step_cells(
+    rnn: nn.Module,
+    x: Tensor,
+    hx: List[Tensor],
+    zone_h: float = 0.0,
+    zone_c: float = 0.0,
+    skip: bool = False,
+) -> Tuple[Tensor, List[Tensor]]:
+    """One step of every layer of a one-direction stack of standard cells.
+
+    x (B, I); `hx` the states [h] or [h, c], each (L, B, width) in torch's layout.
+    zone_h, zone_c: zoneout's rates, which h and c keep of their previous values
+    (eval); `skip`: layers k >= 1 add their input to their output. Returns the top
+    layer's output (B, W) and the new states in `hx`'s layout.
+    """
+    lstm = rnn.mode == "LSTM"
+    weights = step_flat_weights(rnn)
+    stride = len(weights) // rnn.num_layers  # w_ih, w_hh, [b_ih, b_hh], [w_hr]
+    hs: List[Tensor] = []
+    cs: List[Tensor] = []
+    for k in range(rnn.num_layers):
+        w = weights[k * stride : (k + 1) * stride]
+        b_ih, b_hh = (w[2], w[3]) if rnn.bias else (None, None)
+        h_prev = hx[0][k]  # (B, W)
+        if lstm:
+            c_prev = hx[1][k]  # (B, H)
+            if rnn.proj_size > 0:
+                h, c = step_lstm_proj(x, h_prev, c_prev, w, b_ih, b_hh)
+            else:
+                h, c = torch._VF.lstm_cell(x, (h_prev, c_prev), w[0], w[1], b_ih, b_hh)
+            if zone_c > 0:
+                c = torch.lerp(c, c_prev, zone_c)
+            cs.append(c)
+        elif rnn.mode == "GRU":
+            h = torch._VF.gru_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        elif rnn.mode == "RNN_TANH":
+            h = torch._VF.rnn_tanh_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        else:
+            h = torch._VF.rnn_relu_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        if zone_h > 0:
+            h = torch.lerp(h, h_prev, zone_h)
+        hs.append(h)
+        x = h + x if skip and k > 0 else h
+    states = [torch.stack(hs)]
+    if lstm:
+        states.append(torch.stack(cs))
+    return x, states
+
+
+def step_flat_weights(rnn: nn.Module) -> List[Tensor]:
+    """The stack's flat weights, refreshed as forward refreshes them when
+    functional_call has put other tensors in its parameters (one dict look-up
+    each: torch's own check costs a step of a small model 10%)."""
+    params = rnn._parameters
+    for name, weight in zip(rnn._flat_weights_names, rnn._flat_weights):
+        if params.get(name) is not weight:
+            rnn._update_flat_weights()
+            break
+    return rnn._flat_weights
+
+
+def step_lstm_proj(
+    x: Tensor,
+    h_prev: Tensor,
+    c_prev: Tensor,
+    w: List[Tensor],
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+) -> Tuple[Tensor, Tensor]:
+    """One LSTM step with torch's projection: h = W_hr (o ⊙ tanh(c)), P wide
+    (torch's lstm_cell wants h as wide as c)."""
+    gates = F.linear(x, w[0], b_ih) + F.linear(h_prev, w[1], b_hh)  # (B, 4H)
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.mm(torch.sigmoid(o) * torch.tanh(c), w[len(w) - 1].t())  # (B, P)
+    return h, c
+
+
+#: Our stack classes whose step is torch's standard cell (a subclass is not: a
+#: peephole or layer-norm LSTM is a CustomLSTM with a step of its own).
+STEP_STANDARD_CELLS = ("CustomRNN", "CustomLSTM", "CustomGRU")
+
+
+def step_kernel_stack(
+    rnn: nn.Module, x: Tensor, hx: Optional[List[Tensor]]
+) -> Tuple[Tensor, List[Tensor]]:
+    """`step_cells` for our stack classes (`KernelStackBase`), with their options.
+
+    hx None: the learned initial states where the stack has them, else zeros.
+    Standard cells run torch's cell ops with zoneout's rates and the residual
+    sums; the others their `_kernel_layer`, given the masks the stack passes in
+    eval (zoneout's rates as views; no dropout).
+    """
+    batch = x.shape[0]
+    if hx is None:
+        hx = rnn._kernel_learned_states(batch)
+    if hx is None:
+        hx = rnn._kernel_zero_states(x, batch)
+    if type(rnn).__name__ in STEP_STANDARD_CELLS:
+        return step_cells(rnn, x, hx, rnn.zoneout, rnn.zoneout_cell, rnn.residual)
+    rnn._update_flat_weights()  # functional_call: its own weights too
+    masks = rnn._kernel_packed_masks([None, None, None], batch, None, None)
+    finals: List[List[Tensor]] = [[] for _ in hx]
+    for k in range(rnn.num_layers):
+        out, states = rnn._kernel_layer(x, k, [h[k] for h in hx], [batch], False, masks)
+        for j in range(len(states)):
+            finals[j].append(states[j])
+        x = out + x if rnn.residual and k > 0 else out
+    return x, [torch.stack(f) for f in finals]
 
 
 class KernelTorchPath:
@@ -863,6 +975,13 @@ class KernelStackBase(KernelTorchPath):
         output, s = self._kernel_padded(input, states, lengths, 1)
         return output, s[0]
 
+    def _kernel_step(
+        self, x: Tensor, hx: Optional[List[Tensor]]
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """One step of every layer, in eval, for `RecurrentModel.step`: x (B, I),
+        states [h] or [h, c] of (L, B, ·) or None; see `step_kernel_stack`."""
+        return step_kernel_stack(self, x, hx)
+
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", impl={self.impl!r}"
         if self.residual:
@@ -883,6 +1002,701 @@ def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
     if impl not in allowed:
         raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
     return impl
+
+
+class RNNKernelFunction(torch.autograd.Function):
+    """One direction of one Elman layer: h_t = act(W_ih x_t + b + W_hh h_{t-1}).
+
+    Forward projects every step's input into a buffer, which each step then
+    completes in place into h̃_t = act(z_t). Backward: act' is known from h̃ alone
+    (1 - h̃², or h̃ > 0), so a step is one multiply and one matmul; each weight
+    gradient is one matmul.
+
+    The regularizers (design section 9), None when off: `rec_mask` (B, H), sorted
+    by length, scales the matmul's input: z_t = ... + W_hh (m ⊙ h_{t-1}), the
+    masked rows kept for dW_hh; `zone_h` (N, H), one row per packed row: h_t =
+    d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t, so the outputs are a second buffer and h̃ (for
+    act') stays in the first.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        relu,
+        rec_mask=None,
+        zone_h=None,
+    ):
+        pre = kernel_project(x, w_ih, bias)  # (N, H): input part, then h̃
+        hs = pre if zone_h is None else torch.empty_like(pre)  # (N, H) outputs
+        hms = None if rec_mask is None else torch.empty_like(pre)  # m ⊙ h_{t-1}
+        acts, outs = pre.split(batch_sizes), hs.split(batch_sizes)
+        masked = outs if hms is None else hms.split(batch_sizes)
+        zones = outs if zone_h is None else zone_h.split(batch_sizes)  # d rows
+        w_t = w_hh.t()
+        done: List[Tensor] = []
+        h = h0[:0]
+        for t in kernel_order(len(acts), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev
+            if rec_mask is not None:
+                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
+            h = acts[t].addmm_(h_in, w_t)
+            h = h.relu_() if relu else kernel_tanh(h, out=h)
+            if zone_h is not None:  # h̃ + d (h_{t-1} - h̃): h_{t-1} exactly where d = 1
+                h = torch.lerp(h, h_prev, zones[t], out=outs[t])
+        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h)
+        ctx.plan = (batch_sizes, reverse, relu)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn):
+        x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h = ctx.saved_tensors
+        batch_sizes, reverse, relu = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, bias, w_hh, h0):
+                xw = kernel_project(x, w_ih, bias)
+                return rnn_kernel_plain(
+                    xw, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+                )
+
+            inputs = [x, w_ih, bias, w_hh, h0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+            )
+            return (*grads, None, None, None, None, None)
+        # dz/dh_t = act'(z) (1 - d) for every step; each step multiplies by dh in place
+        dz = (pre > 0).to(pre.dtype) if relu else pre.mul(pre).neg_().add_(1)  # (N, H)
+        if zone_h is not None:
+            dz.addcmul_(dz, zone_h, value=-1)
+        d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
+        zones = dzs if zone_h is None else zone_h.split(batch_sizes)
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for t in kernel_order(len(dzs), not reverse):
+            size = batch_sizes[t]
+            dh_t = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
+            dh = dzs[t].mul_(dh_t) @ w_hh  # (size, H)
+            if rec_mask is not None:
+                dh.mul_(rec_mask[:size])
+            if zone_h is not None:
+                dh.addcmul_(zones[t], dh_t)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        if hms is None:
+            hms = kernel_prev_rows(hs, h0, batch_sizes, reverse)
+        d_whh = dz.t() @ hms  # (H, H)
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bias, d_whh, dh0, None, None, None, None, None
+
+
+def rnn_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    relu: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """RNNKernelFunction's forward step for step, left to autograd."""
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    zones = xs if zone_h is None else zone_h.split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, done)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+        z = torch.addmm(xs[t], h_in, w_t)
+        h = torch.relu(z) if relu else kernel_tanh(z)
+        if zone_h is not None:
+            h = torch.lerp(h, h_prev, zones[t])
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def rnn_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    relu: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one Elman layer-direction; the
+    regularizer masks as `RNNKernelFunction` takes them (None: off)."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xw = kernel_project(x, w_ih, bias)
+        return rnn_kernel_plain(
+            xw, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+        )
+    out, h_n = RNNKernelFunction.apply(
+        x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+    )
+    return out, h_n
+
+
+class CustomRNN(KernelStackBase, nn.RNN):
+    """`nn.RNN` with our kernel: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
+
+    act is tanh or relu. Same parameters as nn.RNN; `forward(input, hx, lengths)`.
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            nonlinearity=nonlinearity,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
+        )
+        self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+        masks: List[Optional[Tensor]],
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        relu = self.nonlinearity == "relu"
+        out, h_n = rnn_kernel_layer(
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            state[0],
+            batch_sizes,
+            reverse,
+            relu,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+        )
+        return out, [h_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        return self._kernel_one_state_forward(input, hx, lengths)
+
+
+class LSTMKernelFunction(torch.autograd.Function):
+    """One direction of one LSTM layer; gates i, f, g, o as torch.
+
+    Forward projects every step's input into the gate buffer, which each step then
+    completes in place; it saves the activated gates and c_t. Backward first forms,
+    for all steps at once, every factor that does not depend on the recurrence
+    (`lstm_backward_factors`):
+        dz_{i,f,g} = dc_t P_{i,f,g},   dz_o = dm_t P_o,   dc_t += dm_t K
+    so a step costs one matmul and five small elementwise ops; each weight gradient
+    is then one matmul over all steps.
+
+    With a projection `w_hr` (P, H), torch's proj_size: m_t = o ⊙ tanh(c_t) and
+    h_t = W_hr m_t, so h is P wide; a step adds the matmul to h_t (forward) and
+    dm_t = dh_t W_hr (backward), and dW_hr = Σ_t dh_tᵀ m_t is one matmul after the
+    loop. Without it, m_t is h_t.
+
+    The regularizers (design section 9), each None when off: `rec_mask` (B, W),
+    sorted by length, masks the matmul input, m ⊙ h_{t-1} (saved as rows for
+    dW_hh); `zone_h` (N, W) and `zone_c` (N, H), one row per packed row (1: the unit
+    keeps its previous value; the rate in eval), blend the new states with the
+    previous ones after the step (lerp), whose h̃_t reads the un-zoned c̃_t; the
+    backward's share of them is `LSTMRegularizerGrads`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        c0,
+        batch_sizes,
+        reverse,
+        w_hr=None,
+        rec_mask=None,
+        zone_h=None,
+        zone_c=None,
+    ):
+        H = c0.shape[1]
+        gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
+        cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t, before zoneout
+        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
+        hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
+        zs = cs if zone_c is None else torch.empty_like(cs)  # (N, H) zoned c_t
+        h_in = lstm_masked_rows(hs, rec_mask)  # (N, W) m ⊙ h_{t-1}, or None
+        gs, css, mss, outs, zss = (
+            t.split(batch_sizes) for t in (gates, cs, ms, hs, zs)
+        )
+        zh, zc, ins = (lstm_split(t, batch_sizes) for t in (zone_h, zone_c, h_in))
+        w_t = w_hh.t()
+        r_t = None if w_hr is None else w_hr.t()
+        h_done: List[Tensor] = []
+        c_done: List[Tensor] = []
+        h, c = h0[:0], c0[:0]
+        for t in kernel_order(len(gs), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            if rec_mask is None:
+                a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
+            else:
+                h_mask = torch.mul(h_prev, rec_mask[:size], out=ins[t])
+                a = gs[t].addmm_(h_mask, w_t)
+            i, f, g, o = a.chunk(4, 1)
+            a[:, : 2 * H].sigmoid_()  # i, f
+            kernel_tanh(g, out=g)
+            o.sigmoid_()
+            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
+            h = kernel_tanh(c, out=mss[t]).mul_(o)
+            if r_t is not None:
+                h = torch.mm(h, r_t, out=outs[t])
+            if zone_c is not None:
+                c = torch.lerp(c, c_prev, zc[t], out=zss[t])
+            if zone_h is not None:
+                h = h.lerp_(h_prev, zh[t])
+        saved = (x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms)
+        ctx.save_for_backward(*saved, rec_mask, zone_h, zone_c, zs, h_in)
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn, d_cn):
+        x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms, *regs = ctx.saved_tensors
+        rec_mask, zone_h, zone_c, zs, h_in = regs
+        batch_sizes, reverse = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, bias, w_hh, h0, c0, w_hr):
+                xw = kernel_project(x, w_ih, bias)
+                return lstm_kernel_plain(
+                    xw, w_hh, h0, c0, batch_sizes, reverse, w_hr, *regs[:3]
+                )
+
+            inputs = [x, w_ih, bias, w_hh, h0, c0, w_hr]
+            needs = lstm_tensor_needs(ctx.needs_input_grad, 6)
+            grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
+            return (*grads[:6], None, None, grads[6], None, None, None)
+        H = c0.shape[1]
+        c_prev = kernel_prev_rows(zs, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
+        dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
+        steps = LSTMRegularizerGrads(dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes)
+        d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
+        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh̃_t
+        dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
+        fs = gates[:, H : 2 * H].split(batch_sizes)
+        h_grads: List[Tensor] = []
+        c_grads: List[Tensor] = []
+        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
+        for t in kernel_order(len(dzs), not reverse):
+            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
+            dh, dm = steps.dm(t, dh, d_outs[t], dhs[t], w_hr)  # of h_t, m_t
+            dzt[:, 3 * H :].mul_(dm)  # o
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)
+            dc, carry = steps.dc(t, dc, dm, Ks[t])  # of c̃_t; d^c ⊙ dc_t
+            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+            dh = steps.dh_prev(t, dzt, w_hh, dh)
+            dc = dc * fs[t] if carry is None else carry.addcmul_(dc, fs[t])
+        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
+        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
+        if h_in is None:
+            h_in = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H or P)
+        d_whh = dz.t() @ h_in  # (4H, H or P)
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
+        dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
+        d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
+        return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None, d_whr, None, None, None
+
+
+def lstm_tensor_needs(needs: Tuple[bool, ...], n: int) -> Tuple[bool, ...]:
+    """`ctx.needs_input_grad` of the tensor inputs of a Function taking n tensors,
+    (batch_sizes, reverse), then an optional w_hr: the n, then w_hr's."""
+    return needs[:n] + (len(needs) > n + 2 and needs[n + 2],)
+
+
+def lstm_split(rows: Optional[Tensor], batch_sizes: List[int]) -> List[Tensor]:
+    """Per-step views of packed rows (N, ·); [] for an option that is off."""
+    return [] if rows is None else list(rows.split(batch_sizes))
+
+
+def lstm_masked_rows(hs: Tensor, rec_mask: Optional[Tensor]) -> Optional[Tensor]:
+    """(N, W) buffer for m ⊙ h_{t-1} of every row with recurrent dropout, else None."""
+    return None if rec_mask is None else torch.empty_like(hs)
+
+
+class LSTMRegularizerGrads:
+    """The regularizers' share of an LSTM backward step (shared with the peephole
+    LSTM), with their per-row factors formed once, outside the time loop.
+
+    Zoneout h_t = d ⊙ h_{t-1} + (1-d) ⊙ h̃_t gives dh̃_t = (1-d) ⊙ dh_t, and d ⊙ dh_t
+    flows to h_{t-1}; c likewise. Without a projection dm_t = dh̃_t only scales P_o
+    and K, so (1-d^h) is folded into them here and a step multiplies by it nowhere.
+    Recurrent dropout: dh_{t-1} = m ⊙ (dz_t W_hh).
+    """
+
+    def __init__(self, dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes):
+        H = K.shape[1]
+        self.rec_mask = rec_mask  # (B, W), or None
+        self.zh = lstm_split(zone_h, batch_sizes)
+        self.zc = lstm_split(zone_c, batch_sizes)
+        self.keep_c = lstm_split(None if zone_c is None else 1 - zone_c, batch_sizes)
+        self.keep_h: List[Tensor] = []
+        if zone_h is not None:
+            keep = 1 - zone_h  # (N, W)
+            if w_hr is None:
+                K.mul_(keep)
+                dz[:, 3 * H :].mul_(keep)
+            else:
+                self.keep_h = list(keep.split(batch_sizes))
+
+    def dm(self, t, dh, d_out, dh_row, w_hr):
+        """Gradients of h_t (zoned: from the next step and the output) and of m_t
+        (times 1-d^h when folded); with w_hr, dh̃_t goes to `dh_row` for dW_hr."""
+        if w_hr is None:
+            dh = dh + d_out
+            return dh, dh
+        if not self.keep_h:
+            dh = torch.add(dh, d_out, out=dh_row)
+            return dh, dh @ w_hr
+        dh = dh + d_out
+        return dh, torch.mul(dh, self.keep_h[t], out=dh_row) @ w_hr
+
+    def dc(self, t, dc, dm, K):
+        """dc̃_t, and d^c ⊙ dc_t for c_{t-1} (None without zoneout), from dc_t, the
+        gradient of the zoned c_t (a tensor of this backward's own: reused)."""
+        if not self.zc:
+            return dc.addcmul(dm, K), None
+        dc_new = torch.mul(dc, self.keep_c[t]).addcmul_(dm, K)
+        return dc_new, dc.mul_(self.zc[t])
+
+    def dh_prev(self, t, dzt, w_hh, dh):
+        """Gradient of h_{t-1}: through the masked matmul input, plus d^h ⊙ dh_t."""
+        grad = dzt @ w_hh  # (size, W)
+        if self.rec_mask is not None:
+            grad.mul_(self.rec_mask[: dzt.shape[0]])
+        if self.zh:
+            grad.addcmul_(dh, self.zh[t])
+        return grad
+
+
+def lstm_backward_factors(
+    gates: Tensor, c_prev: Tensor, cs: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """P (N, 4H) and K (N, H) of the LSTM backward, for all steps at once.
+
+    P = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c_t) σ'(o)], K = o tanh'(c_t),
+    with σ'(a) = a - a² and tanh'(a) = 1 - a² in terms of the activations.
+    """
+    i, f, g, o = gates.chunk(4, 1)
+    P = torch.addcmul(gates, gates, gates, value=-1)  # a - a²: σ' of i, f, o
+    p_i, p_f, p_g, p_o = P.chunk(4, 1)
+    p_i.mul_(g)
+    p_f.mul_(c_prev)
+    p_g.sub_(g).add_(1).mul_(i)  # (g - g²) - g + 1 = 1 - g²
+    K = kernel_tanh(cs)  # tanh(c_t) ...
+    p_o.mul_(K)
+    K.mul_(K).neg_().add_(1).mul_(o)  # ... then o (1 - tanh²(c_t))
+    return P, K
+
+
+def lstm_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    w_hr: Optional[Tensor] = None,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """LSTMKernelFunction's forward step for step, left to autograd."""
+    H = c0.shape[1]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    zh = lstm_split(zone_h, batch_sizes)
+    zc = lstm_split(zone_c, batch_sizes)
+    hs: List[Tensor] = []
+    h_done: List[Tensor] = []
+    c_done: List[Tensor] = []
+    h, c = h0[:0], c0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        h_prev = kernel_state_rows(h, h0, batch_sizes[t], h_done)
+        c_prev = kernel_state_rows(c, c0, batch_sizes[t], c_done)
+        h_in = h_prev
+        if rec_mask is not None:
+            h_in = h_prev * rec_mask[: batch_sizes[t]]
+        a = torch.addmm(xs[t], h_in, w_t)  # (size, 4H)
+        i, f = a[:, : 2 * H].sigmoid().chunk(2, 1)
+        g = kernel_tanh(a[:, 2 * H : 3 * H])
+        o = a[:, 3 * H :].sigmoid()
+        c = torch.addcmul(f * c_prev, i, g)
+        h = kernel_tanh(c) * o
+        if w_hr is not None:
+            h = torch.mm(h, w_hr.t())  # (size, P)
+        if len(zc) > 0:
+            c = torch.lerp(c, c_prev, zc[t])
+        if len(zh) > 0:
+            h = torch.lerp(h, h_prev, zh[t])
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+
+
+def lstm_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    w_hr: Optional[Tensor] = None,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+    zone_c: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """(N, H or P) outputs and (B, H or P) final h, (B, H) final c of one LSTM
+    layer-direction; P with the projection w_hr. The regularizer masks as
+    LSTMKernelFunction takes them (None: off)."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xw = kernel_project(x, w_ih, bias)
+        return lstm_kernel_plain(
+            xw, w_hh, h0, c0, batch_sizes, reverse, w_hr, rec_mask, zone_h, zone_c
+        )
+    out, h_n, c_n = LSTMKernelFunction.apply(
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        c0,
+        batch_sizes,
+        reverse,
+        w_hr,
+        rec_mask,
+        zone_h,
+        zone_c,
+    )
+    return out, h_n, c_n
+
+
+def lstm_check_forget_bias(forget_bias: Optional[float], bias: bool) -> None:
+    """A finite number, and a bias to put it in."""
+    if forget_bias is None:
+        return
+    number = isinstance(forget_bias, (int, float)) and not isinstance(forget_bias, bool)
+    if not number or not math.isfinite(forget_bias):
+        raise ValueError(
+            f"Expected forget_bias to be a finite number, got {forget_bias!r}"
+        )
+    if not bias:
+        raise ValueError(
+            "Expected bias=True with forget_bias (it sets the forget-gate biases), "
+            "got bias=False"
+        )
+
+
+class CustomLSTM(KernelStackBase, nn.LSTM):
+    """`nn.LSTM` with our kernel; gates as torch (x = input, h = previous state):
+
+    i = σ(W_ii x + b_ii + W_hi h + b_hi)    f = σ(W_if x + b_if + W_hf h + b_hf)
+    g = tanh(W_ig x + b_ig + W_hg h + b_hg) o = σ(W_io x + b_io + W_ho h + b_ho)
+    c' = f ⊙ c + i ⊙ g                      h' = o ⊙ tanh(c')
+
+    With proj_size=P, torch's projection on either kernel: h' = W_hr (o ⊙ tanh(c')),
+    `weight_hr_l{k}` (P, H). forget_bias=F (keyword): after torch's init, the forget
+    slice [H:2H] of every bias_ih is F and of every bias_hh is 0 (no random draws:
+    the other weights are nn.LSTM's under the same seed); reset_parameters keeps it.
+    """
+
+    impl: str
+    forget_bias: Optional[float]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+        forget_bias: Optional[float] = None,
+        residual: bool = False,
+        initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
+    ):
+        lstm_check_forget_bias(forget_bias, bias)
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+            device=device,
+            dtype=dtype,
+        )
+        self.impl = kernel_check_impl(impl, self._kernel_impls())
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
+        self._lstm_set_forget_bias()
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # torch's init (called by torch's __init__ too)
+        self._lstm_set_forget_bias()
+
+    def _lstm_set_forget_bias(self) -> None:
+        forget_bias = getattr(self, "forget_bias", None)
+        if forget_bias is None:
+            return
+        H = self.hidden_size
+        suffixes = ["", "_reverse"] if self.bidirectional else [""]
+        with torch.no_grad():
+            for k in range(self.num_layers):
+                for s in suffixes:
+                    getattr(self, f"bias_ih_l{k}{s}")[H : 2 * H].fill_(forget_bias)
+                    getattr(self, f"bias_hh_l{k}{s}")[H : 2 * H].zero_()
+
+    def _kernel_impls(self) -> Tuple[str, ...]:
+        return ("custom", "auto", "torch")
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+        masks: List[Optional[Tensor]],
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        w_hr = self._kernel_proj_weight(k)
+        out, h_n, c_n = lstm_kernel_layer(
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            state[0],
+            state[1],
+            batch_sizes,
+            reverse,
+            w_hr,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+            zone_c=masks[2],
+        )
+        return out, [h_n, c_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tuple[Tensor, Tensor]] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        states = None if hx is None else [hx[0], hx[1]]
+        if not torch.jit.is_scripting():
+            if isinstance(input, nn.utils.rnn.PackedSequence):
+                out, s = self._kernel_packed(input, states, lengths, 2)
+                return out, (s[0], s[1])
+        output, s = self._kernel_padded(input, states, lengths, 2)
+        return output, (s[0], s[1])
+
+    def extra_repr(self) -> str:
+        if self.forget_bias is None:
+            return super().extra_repr()
+        return super().extra_repr() + f", forget_bias={self.forget_bias!r}"
 
 
 class GRUKernelFunction(torch.autograd.Function):
@@ -1250,6 +2064,51 @@ class RecurrentModel(nn.Module):
             out = out.transpose(0, 1)
         return out, state
 
+    def step(self, x: Tensor, state=None):
+        """One step, for sampling and streaming: `(output, state)`; eval mode only.
+
+          x       (B,) int64 tokens, or (B, N) floats for features
+          state   None to start (zeros, or the learned initial state), then what the
+                  previous step returned: h (L, B, H), or (h, c) for an LSTM, in
+                  torch's layout as forward's; with attention the pair
+                  (that, memory), memory holding the t steps so far (its form:
+                  `rnnspec.nn.attention.step_attention`)
+          output  (B, F): forward's output at that step
+        Steps over x_1..x_T give forward's outputs on the whole sequence and its
+        final state, at the cost of the cell math alone. Not for pooled (`classes`)
+        heads, two directions (the second one starts at the end) or training mode
+        (the regularizers draw their masks per sequence).
+        """
+        self._check_can_step()
+        x = self._check_step_input(x)
+        rnn, attention, head = self.rnn, self.attention, self.head
+        memory: Optional[Tensor] = None
+        if attention is not None and state is not None:
+            if not isinstance(state, tuple) or len(state) != 2:
+                raise ValueError(
+                    "Expected the state of an attention model as (state, memory), "
+                    f"got {_described(state)}"
+                )
+            state, memory = state
+        hx = self._check_state(state, x.shape[0])
+        if self.embedding is not None:
+            x = self.embedding(x)  # (B, E); its dropouts are the identity in eval
+        states = None if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
+        if not self.torch_kernel:  # one of ours: its options, its own cell
+            out, states = rnn._kernel_step(x, states)  # (B, W)
+        else:
+            if states is None:
+                widths = [self.h_width, rnn.hidden_size][: 1 + self.is_lstm]
+                states = [x.new_zeros(self.num_states, x.shape[0], w) for w in widths]
+            out, states = step_cells(rnn, x, states)  # (B, W)
+        new_state = (states[0], states[1]) if self.is_lstm else states[0]
+        if attention is not None:
+            out, memory = attention.step(out, memory)  # (B, F)
+            new_state = (new_state, memory)
+        if head is not None:
+            out = head(out)
+        return out, new_state
+
     def _recurrent(
         self,
         x: Tensor,
@@ -1329,6 +2188,42 @@ class RecurrentModel(nn.Module):
             )
         return x
 
+    def _check_can_step(self) -> None:
+        if self.training:
+            raise ValueError(
+                "Expected a model in eval mode for step (call model.eval(): in "
+                "training the dropouts draw their masks per sequence), got training"
+            )
+        if self.pool is not None:
+            raise ValueError(
+                "Expected a model with an output per step for step (no head, linear "
+                f"or logits), got a classes head (pool={self.pool})"
+            )
+        if self.num_directions != 1:
+            raise ValueError(
+                "Expected directions 1 for step (the second direction starts at the "
+                "end of the sequence), got 2"
+            )
+
+    def _check_step_input(self, x: Tensor) -> Tensor:
+        if self.embedding is not None:
+            if not isinstance(x, Tensor) or x.dim() != 1 or x.dtype != torch.long:
+                raise ValueError(
+                    f"Expected int64 token ids of shape (B,), got {_described(x)}"
+                )
+            return x
+        size = self.rnn.input_size
+        if (
+            not isinstance(x, Tensor)
+            or x.dim() != 2
+            or x.shape[1] != size
+            or not x.is_floating_point()
+        ):
+            raise ValueError(
+                f"Expected float features of shape (B, {size}), got {_described(x)}"
+            )
+        return x
+
     def _check_lengths(
         self, lengths: Optional[Union[Tensor, List[int]]], batch: int, steps: int
     ) -> Optional[Tensor]:
@@ -1398,6 +2293,13 @@ def _check_shape(name: str, value: Tensor, shape: List[int]) -> None:
         raise ValueError(
             f"Expected {name} of shape {_shape(shape)}, got {_shape(value.shape)}"
         )
+
+
+def _described(value: object) -> str:
+    """'float32 tensor of shape (2, 3)', or the type of what is not a tensor."""
+    if isinstance(value, Tensor):
+        return f"{value.dtype} tensor of shape {_shape(value.shape)}"
+    return type(value).__name__
 
 
 def _type_name(value: Union[Tensor, Tuple[Tensor, Tensor]]) -> str:

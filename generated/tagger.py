@@ -280,6 +280,117 @@ def kernel_bernoulli(like: Tensor, shape: List[int], p: float) -> Tensor:
     return like.new_empty(shape).uniform_().lt_(p)
 
 
+def step_cells(
+    rnn: nn.Module,
+    x: Tensor,
+    hx: List[Tensor],
+    zone_h: float = 0.0,
+    zone_c: float = 0.0,
+    skip: bool = False,
+) -> Tuple[Tensor, List[Tensor]]:
+    """One step of every layer of a one-direction stack of standard cells.
+
+    x (B, I); `hx` the states [h] or [h, c], each (L, B, width) in torch's layout.
+    zone_h, zone_c: zoneout's rates, which h and c keep of their previous values
+    (eval); `skip`: layers k >= 1 add their input to their output. Returns the top
+    layer's output (B, W) and the new states in `hx`'s layout.
+    """
+    lstm = rnn.mode == "LSTM"
+    weights = step_flat_weights(rnn)
+    stride = len(weights) // rnn.num_layers  # w_ih, w_hh, [b_ih, b_hh], [w_hr]
+    hs: List[Tensor] = []
+    cs: List[Tensor] = []
+    for k in range(rnn.num_layers):
+        w = weights[k * stride : (k + 1) * stride]
+        b_ih, b_hh = (w[2], w[3]) if rnn.bias else (None, None)
+        h_prev = hx[0][k]  # (B, W)
+        if lstm:
+            c_prev = hx[1][k]  # (B, H)
+            if rnn.proj_size > 0:
+                h, c = step_lstm_proj(x, h_prev, c_prev, w, b_ih, b_hh)
+            else:
+                h, c = torch._VF.lstm_cell(x, (h_prev, c_prev), w[0], w[1], b_ih, b_hh)
+            if zone_c > 0:
+                c = torch.lerp(c, c_prev, zone_c)
+            cs.append(c)
+        elif rnn.mode == "GRU":
+            h = torch._VF.gru_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        elif rnn.mode == "RNN_TANH":
+            h = torch._VF.rnn_tanh_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        else:
+            h = torch._VF.rnn_relu_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        if zone_h > 0:
+            h = torch.lerp(h, h_prev, zone_h)
+        hs.append(h)
+        x = h + x if skip and k > 0 else h
+    states = [torch.stack(hs)]
+    if lstm:
+        states.append(torch.stack(cs))
+    return x, states
+
+
+def step_flat_weights(rnn: nn.Module) -> List[Tensor]:
+    """The stack's flat weights, refreshed as forward refreshes them when
+    functional_call has put other tensors in its parameters (one dict look-up
+    each: torch's own check costs a step of a small model 10%)."""
+    params = rnn._parameters
+    for name, weight in zip(rnn._flat_weights_names, rnn._flat_weights):
+        if params.get(name) is not weight:
+            rnn._update_flat_weights()
+            break
+    return rnn._flat_weights
+
+
+def step_lstm_proj(
+    x: Tensor,
+    h_prev: Tensor,
+    c_prev: Tensor,
+    w: List[Tensor],
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+) -> Tuple[Tensor, Tensor]:
+    """One LSTM step with torch's projection: h = W_hr (o ⊙ tanh(c)), P wide
+    (torch's lstm_cell wants h as wide as c)."""
+    gates = F.linear(x, w[0], b_ih) + F.linear(h_prev, w[1], b_hh)  # (B, 4H)
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.mm(torch.sigmoid(o) * torch.tanh(c), w[len(w) - 1].t())  # (B, P)
+    return h, c
+
+
+#: Our stack classes whose step is torch's standard cell (a subclass is not: a
+#: peephole or layer-norm LSTM is a CustomLSTM with a step of its own).
+STEP_STANDARD_CELLS = ("CustomRNN", "CustomLSTM", "CustomGRU")
+
+
+def step_kernel_stack(
+    rnn: nn.Module, x: Tensor, hx: Optional[List[Tensor]]
+) -> Tuple[Tensor, List[Tensor]]:
+    """`step_cells` for our stack classes (`KernelStackBase`), with their options.
+
+    hx None: the learned initial states where the stack has them, else zeros.
+    Standard cells run torch's cell ops with zoneout's rates and the residual
+    sums; the others their `_kernel_layer`, given the masks the stack passes in
+    eval (zoneout's rates as views; no dropout).
+    """
+    batch = x.shape[0]
+    if hx is None:
+        hx = rnn._kernel_learned_states(batch)
+    if hx is None:
+        hx = rnn._kernel_zero_states(x, batch)
+    if type(rnn).__name__ in STEP_STANDARD_CELLS:
+        return step_cells(rnn, x, hx, rnn.zoneout, rnn.zoneout_cell, rnn.residual)
+    rnn._update_flat_weights()  # functional_call: its own weights too
+    masks = rnn._kernel_packed_masks([None, None, None], batch, None, None)
+    finals: List[List[Tensor]] = [[] for _ in hx]
+    for k in range(rnn.num_layers):
+        out, states = rnn._kernel_layer(x, k, [h[k] for h in hx], [batch], False, masks)
+        for j in range(len(states)):
+            finals[j].append(states[j])
+        x = out + x if rnn.residual and k > 0 else out
+    return x, [torch.stack(f) for f in finals]
+
+
 class KernelTorchPath:
     """torch's kernel for `KernelStackBase`, which mixes it in before torch's module
     (so `super().forward` is torch's) and provides the draws (`_kernel_weight_mask`,
@@ -864,6 +975,13 @@ class KernelStackBase(KernelTorchPath):
         output, s = self._kernel_padded(input, states, lengths, 1)
         return output, s[0]
 
+    def _kernel_step(
+        self, x: Tensor, hx: Optional[List[Tensor]]
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """One step of every layer, in eval, for `RecurrentModel.step`: x (B, I),
+        states [h] or [h, c] of (L, B, ·) or None; see `step_kernel_stack`."""
+        return step_kernel_stack(self, x, hx)
+
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", impl={self.impl!r}"
         if self.residual:
@@ -884,6 +1002,245 @@ def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
     if impl not in allowed:
         raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
     return impl
+
+
+class RNNKernelFunction(torch.autograd.Function):
+    """One direction of one Elman layer: h_t = act(W_ih x_t + b + W_hh h_{t-1}).
+
+    Forward projects every step's input into a buffer, which each step then
+    completes in place into h̃_t = act(z_t). Backward: act' is known from h̃ alone
+    (1 - h̃², or h̃ > 0), so a step is one multiply and one matmul; each weight
+    gradient is one matmul.
+
+    The regularizers (design section 9), None when off: `rec_mask` (B, H), sorted
+    by length, scales the matmul's input: z_t = ... + W_hh (m ⊙ h_{t-1}), the
+    masked rows kept for dW_hh; `zone_h` (N, H), one row per packed row: h_t =
+    d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t, so the outputs are a second buffer and h̃ (for
+    act') stays in the first.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        bias,
+        w_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        relu,
+        rec_mask=None,
+        zone_h=None,
+    ):
+        pre = kernel_project(x, w_ih, bias)  # (N, H): input part, then h̃
+        hs = pre if zone_h is None else torch.empty_like(pre)  # (N, H) outputs
+        hms = None if rec_mask is None else torch.empty_like(pre)  # m ⊙ h_{t-1}
+        acts, outs = pre.split(batch_sizes), hs.split(batch_sizes)
+        masked = outs if hms is None else hms.split(batch_sizes)
+        zones = outs if zone_h is None else zone_h.split(batch_sizes)  # d rows
+        w_t = w_hh.t()
+        done: List[Tensor] = []
+        h = h0[:0]
+        for t in kernel_order(len(acts), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev
+            if rec_mask is not None:
+                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
+            h = acts[t].addmm_(h_in, w_t)
+            h = h.relu_() if relu else kernel_tanh(h, out=h)
+            if zone_h is not None:  # h̃ + d (h_{t-1} - h̃): h_{t-1} exactly where d = 1
+                h = torch.lerp(h, h_prev, zones[t], out=outs[t])
+        ctx.save_for_backward(x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h)
+        ctx.plan = (batch_sizes, reverse, relu)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn):
+        x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h = ctx.saved_tensors
+        batch_sizes, reverse, relu = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, bias, w_hh, h0):
+                xw = kernel_project(x, w_ih, bias)
+                return rnn_kernel_plain(
+                    xw, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+                )
+
+            inputs = [x, w_ih, bias, w_hh, h0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+            )
+            return (*grads, None, None, None, None, None)
+        # dz/dh_t = act'(z) (1 - d) for every step; each step multiplies by dh in place
+        dz = (pre > 0).to(pre.dtype) if relu else pre.mul(pre).neg_().add_(1)  # (N, H)
+        if zone_h is not None:
+            dz.addcmul_(dz, zone_h, value=-1)
+        d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
+        zones = dzs if zone_h is None else zone_h.split(batch_sizes)
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for t in kernel_order(len(dzs), not reverse):
+            size = batch_sizes[t]
+            dh_t = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
+            dh = dzs[t].mul_(dh_t) @ w_hh  # (size, H)
+            if rec_mask is not None:
+                dh.mul_(rec_mask[:size])
+            if zone_h is not None:
+                dh.addcmul_(zones[t], dh_t)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        if hms is None:
+            hms = kernel_prev_rows(hs, h0, batch_sizes, reverse)
+        d_whh = dz.t() @ hms  # (H, H)
+        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bias, d_whh, dh0, None, None, None, None, None
+
+
+def rnn_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    relu: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """RNNKernelFunction's forward step for step, left to autograd."""
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    zones = xs if zone_h is None else zone_h.split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, done)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+        z = torch.addmm(xs[t], h_in, w_t)
+        h = torch.relu(z) if relu else kernel_tanh(z)
+        if zone_h is not None:
+            h = torch.lerp(h, h_prev, zones[t])
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def rnn_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    relu: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one Elman layer-direction; the
+    regularizer masks as `RNNKernelFunction` takes them (None: off)."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xw = kernel_project(x, w_ih, bias)
+        return rnn_kernel_plain(
+            xw, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+        )
+    out, h_n = RNNKernelFunction.apply(
+        x, w_ih, bias, w_hh, h0, batch_sizes, reverse, relu, rec_mask, zone_h
+    )
+    return out, h_n
+
+
+class CustomRNN(KernelStackBase, nn.RNN):
+    """`nn.RNN` with our kernel: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).
+
+    act is tanh or relu. Same parameters as nn.RNN; `forward(input, hx, lengths)`.
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            nonlinearity=nonlinearity,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
+        )
+        self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+        masks: List[Optional[Tensor]],
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
+        bias = b_ih + b_hh if b_ih is not None and b_hh is not None else None
+        relu = self.nonlinearity == "relu"
+        out, h_n = rnn_kernel_layer(
+            x,
+            w_ih,
+            bias,
+            w_hh,
+            state[0],
+            batch_sizes,
+            reverse,
+            relu,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+        )
+        return out, [h_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        return self._kernel_one_state_forward(input, hx, lengths)
 
 
 class LSTMKernelFunction(torch.autograd.Function):
@@ -1704,6 +2061,286 @@ class PeepholeLSTM(PeepholesLoadAsZero, CustomLSTM):
         return out, [h_n, c_n]
 
 
+class GRUKernelFunction(torch.autograd.Function):
+    """One direction of one GRU layer; gates r, z, n as torch.
+
+    Forward projects every step's input into the gate buffer, which each step then
+    completes in place. Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a
+    step is dh_t times a factor known from the forward (da = dh_t q_a), so a step
+    costs two elementwise ops and one matmul; the input side follows for all steps.
+
+    The regularizers (design section 9), None when off: `rec_mask` (B, H), sorted
+    by length, scales the matmul's input only: a = W_hh (m ⊙ h_{t-1}) + b_hh (the
+    masked rows kept for dW_hh), while z ⊙ h_{t-1} reads the state itself;
+    `zone_h` (N, H), one row per packed row: h_t = d ⊙ h_{t-1} + (1 - d) ⊙ h̃_t,
+    which is h̃_t's formula with z replaced by z' = d + (1 - d) ⊙ z, kept for the
+    backward (dh_{t-1} = z' ⊙ dh_t + ..., and every q_a gains a factor 1 - d).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        x,
+        w_ih,
+        b_ih,
+        w_hh,
+        b_hh,
+        h0,
+        batch_sizes,
+        reverse,
+        rec_mask=None,
+        zone_h=None,
+    ):
+        H = h0.shape[1]
+        gates = kernel_project(x, w_ih, b_ih)  # (N, 3H): input part, then r, z, n
+        hws = torch.empty_like(gates)  # (N, 3H) W_hh h_{t-1} + b_hh
+        hs = x.new_empty(gates.shape[0], H)  # (N, H) outputs
+        gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
+        hms = None if rec_mask is None else torch.empty_like(hs)  # m ⊙ h_{t-1}
+        masked = outs if hms is None else hms.split(batch_sizes)
+        zs = None  # (N, H) z' = d + (1 - d) z, for the backward
+        zones = keeps = zs_ = outs  # unused without zoneout
+        if zone_h is not None:
+            zs = torch.empty_like(hs)
+            zones, keeps = zone_h.split(batch_sizes), (1 - zone_h).split(batch_sizes)
+            zs_ = zs.split(batch_sizes)
+        w_t = w_hh.t()
+        done: List[Tensor] = []
+        h = h0[:0]
+        for t in kernel_order(len(gs), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev
+            if rec_mask is not None:
+                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
+            if b_hh is None:
+                hw = torch.mm(h_in, w_t, out=hws_[t])  # (size, 3H)
+            else:
+                hw = torch.addmm(b_hh, h_in, w_t, out=hws_[t])
+            a = gs[t]
+            r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
+            n = a[:, 2 * H :].addcmul_(r, hw[:, 2 * H :])
+            kernel_tanh(n, out=n)
+            if zone_h is None:
+                h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+            else:  # z' = d + (1 - d) z; lerp: h_{t-1} exactly where d = 1
+                z = torch.addcmul(zones[t], keeps[t], z, out=zs_[t])
+                h = torch.lerp(n, h_prev, z, out=outs[t])
+        ctx.save_for_backward(
+            x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs, hms, zs, rec_mask, zone_h
+        )
+        ctx.plan = (batch_sizes, reverse)
+        return hs, kernel_final_rows(h, done)
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn):
+        x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors[:9]
+        hms, zs, rec_mask, zone_h = ctx.saved_tensors[9:]
+        batch_sizes, reverse = ctx.plan
+        if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
+
+            def plain(x, w_ih, b_ih, w_hh, b_hh, h0):
+                xw = kernel_project(x, w_ih, b_ih)
+                return gru_kernel_plain(
+                    xw, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+                )
+
+            inputs = [x, w_ih, b_ih, w_hh, b_hh, h0]
+            grads = kernel_recompute_grads(
+                plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
+            )
+            return (*grads, None, None, None, None)
+        H = h0.shape[1]
+        r, z, n = gates.chunk(3, 1)
+        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
+        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
+        q_z = (h_prev - n) * z * (1 - z)  # d pre-σ z / dh̃_t
+        if zone_h is not None:  # dh̃_t = (1 - d) dh_t; z' in place of z
+            keep = 1 - zone_h
+            q_n.mul_(keep)
+            q_z.mul_(keep)
+            z = zs
+        da = torch.cat([q_n * hws[:, 2 * H :] * r * (1 - r), q_z, q_n * r], 1)
+        # da: (N, 3H) da / dh_t; each step multiplies its rows by dh in place
+        dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
+        d_outs, das, dhs_, zs_ = (t.split(batch_sizes) for t in (d_hs, da, dhs, z))
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for t in kernel_order(len(das), not reverse):
+            size = batch_sizes[t]
+            dh = torch.add(
+                kernel_state_rows_grad(dh, d_hn, size, init_grads),
+                d_outs[t],
+                out=dhs_[t],
+            )
+            das[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+            if rec_mask is None:
+                dh = torch.addmm(dh * zs_[t], das[t], w_hh)  # (size, H)
+            else:
+                dh = torch.mm(das[t], w_hh).mul_(rec_mask[:size]).addcmul_(dh, zs_[t])
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        d_whh = da.t() @ (h_prev if hms is None else hms)  # (3H, H)
+        d_bhh = da.sum(0) if ctx.needs_input_grad[4] else None
+        torch.mul(dhs, q_n, out=da[:, 2 * H :])  # da is now the input side's gradient
+        dx, d_wih, d_bih = kernel_input_grads(ctx, da, x, w_ih)
+        dh0 = kernel_init_grad(init_grads)
+        return dx, d_wih, d_bih, d_whh, d_bhh, dh0, None, None, None, None
+
+
+def gru_kernel_plain(
+    xw: Tensor,
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """GRUKernelFunction's forward step for step, left to autograd."""
+    H = h0.shape[1]
+    w_t = w_hh.t()
+    xs = xw.split(batch_sizes)
+    zones, keeps = xs, xs
+    if zone_h is not None:
+        zones, keeps = zone_h.split(batch_sizes), (1 - zone_h).split(batch_sizes)
+    hs: List[Tensor] = []
+    done: List[Tensor] = []
+    h = h0[:0]
+    for j in range(len(xs)):
+        t = len(xs) - 1 - j if reverse else j
+        size = batch_sizes[t]
+        h_prev = kernel_state_rows(h, h0, size, done)
+        h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+        if b_hh is None:
+            hw = torch.mm(h_in, w_t)  # (size, 3H)
+        else:
+            hw = torch.addmm(b_hh, h_in, w_t)
+        x = xs[t]
+        r, z = torch.add(x[:, : 2 * H], hw[:, : 2 * H]).sigmoid().chunk(2, 1)
+        n = kernel_tanh(torch.addcmul(x[:, 2 * H :], r, hw[:, 2 * H :]))
+        if zone_h is None:
+            h = torch.addcmul(n, z, h_prev - n)
+        else:  # zoneout: z' = d + (1 - d) z
+            h = torch.lerp(n, h_prev, torch.addcmul(zones[t], keeps[t], z))
+        hs.append(h)
+    if reverse:
+        hs.reverse()
+    return torch.cat(hs), kernel_final_rows(h, done)
+
+
+def gru_kernel_layer(
+    x: Tensor,
+    w_ih: Tensor,
+    b_ih: Optional[Tensor],
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    rec_mask: Optional[Tensor] = None,
+    zone_h: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """(N, H) outputs and (B, H) final state of one GRU layer-direction; the
+    regularizer masks as `GRUKernelFunction` takes them (None: off)."""
+    if torch.jit.is_scripting() or kernel_runs_plain(x):
+        xw = kernel_project(x, w_ih, b_ih)
+        return gru_kernel_plain(
+            xw, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+        )
+    out, h_n = GRUKernelFunction.apply(
+        x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+    )
+    return out, h_n
+
+
+class CustomGRU(KernelStackBase, nn.GRU):
+    """`nn.GRU` with our kernel; gates as torch (x = input, h = previous state):
+
+    r = σ(W_ir x + b_ir + W_hr h + b_hr)    z = σ(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+    h' = (1 - z) ⊙ n + z ⊙ h
+    """
+
+    impl: str
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        impl: str = "custom",
+        residual: bool = False,
+        initial_state: str = "zeros",
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        zoneout: float = 0.0,
+        zoneout_cell: Optional[float] = None,
+        locked_dropout: bool = False,
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
+        )
+        self.impl = kernel_check_impl(impl, ("custom", "auto", "torch"))
+        self._kernel_options(
+            residual,
+            initial_state,
+            recurrent_dropout,
+            weight_drop,
+            zoneout,
+            zoneout_cell,
+            locked_dropout,
+        )
+
+    def _kernel_layer(
+        self,
+        x: Tensor,
+        k: int,
+        state: List[Tensor],
+        batch_sizes: List[int],
+        reverse: bool,
+        masks: List[Optional[Tensor]],
+    ) -> Tuple[Tensor, List[Tensor]]:
+        w_ih, w_hh, b_ih, b_hh = self._kernel_weights(k, masks)
+        # b_hh stays inside r ⊙ (W_hn h + b_hn)
+        out, h_n = gru_kernel_layer(
+            x,
+            w_ih,
+            b_ih,
+            w_hh,
+            b_hh,
+            state[0],
+            batch_sizes,
+            reverse,
+            rec_mask=masks[0],
+            zone_h=masks[1],
+        )
+        return out, [h_n]
+
+    def forward(
+        self,
+        input: Tensor,
+        hx: Optional[Tensor] = None,
+        lengths: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        return self._kernel_one_state_forward(input, hx, lengths)
+
+
 class RecurrentModel(nn.Module):
     """A recurrent sequence model: embedding → recurrent stack → attention → head.
 
@@ -1789,6 +2426,51 @@ class RecurrentModel(nn.Module):
             out = out.transpose(0, 1)
         return out, state
 
+    def step(self, x: Tensor, state=None):
+        """One step, for sampling and streaming: `(output, state)`; eval mode only.
+
+          x       (B,) int64 tokens, or (B, N) floats for features
+          state   None to start (zeros, or the learned initial state), then what the
+                  previous step returned: h (L, B, H), or (h, c) for an LSTM, in
+                  torch's layout as forward's; with attention the pair
+                  (that, memory), memory holding the t steps so far (its form:
+                  `rnnspec.nn.attention.step_attention`)
+          output  (B, F): forward's output at that step
+        Steps over x_1..x_T give forward's outputs on the whole sequence and its
+        final state, at the cost of the cell math alone. Not for pooled (`classes`)
+        heads, two directions (the second one starts at the end) or training mode
+        (the regularizers draw their masks per sequence).
+        """
+        self._check_can_step()
+        x = self._check_step_input(x)
+        rnn, attention, head = self.rnn, self.attention, self.head
+        memory: Optional[Tensor] = None
+        if attention is not None and state is not None:
+            if not isinstance(state, tuple) or len(state) != 2:
+                raise ValueError(
+                    "Expected the state of an attention model as (state, memory), "
+                    f"got {_described(state)}"
+                )
+            state, memory = state
+        hx = self._check_state(state, x.shape[0])
+        if self.embedding is not None:
+            x = self.embedding(x)  # (B, E); its dropouts are the identity in eval
+        states = None if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
+        if not self.torch_kernel:  # one of ours: its options, its own cell
+            out, states = rnn._kernel_step(x, states)  # (B, W)
+        else:
+            if states is None:
+                widths = [self.h_width, rnn.hidden_size][: 1 + self.is_lstm]
+                states = [x.new_zeros(self.num_states, x.shape[0], w) for w in widths]
+            out, states = step_cells(rnn, x, states)  # (B, W)
+        new_state = (states[0], states[1]) if self.is_lstm else states[0]
+        if attention is not None:
+            out, memory = attention.step(out, memory)  # (B, F)
+            new_state = (new_state, memory)
+        if head is not None:
+            out = head(out)
+        return out, new_state
+
     def _recurrent(
         self,
         x: Tensor,
@@ -1868,6 +2550,42 @@ class RecurrentModel(nn.Module):
             )
         return x
 
+    def _check_can_step(self) -> None:
+        if self.training:
+            raise ValueError(
+                "Expected a model in eval mode for step (call model.eval(): in "
+                "training the dropouts draw their masks per sequence), got training"
+            )
+        if self.pool is not None:
+            raise ValueError(
+                "Expected a model with an output per step for step (no head, linear "
+                f"or logits), got a classes head (pool={self.pool})"
+            )
+        if self.num_directions != 1:
+            raise ValueError(
+                "Expected directions 1 for step (the second direction starts at the "
+                "end of the sequence), got 2"
+            )
+
+    def _check_step_input(self, x: Tensor) -> Tensor:
+        if self.embedding is not None:
+            if not isinstance(x, Tensor) or x.dim() != 1 or x.dtype != torch.long:
+                raise ValueError(
+                    f"Expected int64 token ids of shape (B,), got {_described(x)}"
+                )
+            return x
+        size = self.rnn.input_size
+        if (
+            not isinstance(x, Tensor)
+            or x.dim() != 2
+            or x.shape[1] != size
+            or not x.is_floating_point()
+        ):
+            raise ValueError(
+                f"Expected float features of shape (B, {size}), got {_described(x)}"
+            )
+        return x
+
     def _check_lengths(
         self, lengths: Optional[Union[Tensor, List[int]]], batch: int, steps: int
     ) -> Optional[Tensor]:
@@ -1937,6 +2655,13 @@ def _check_shape(name: str, value: Tensor, shape: List[int]) -> None:
         raise ValueError(
             f"Expected {name} of shape {_shape(shape)}, got {_shape(value.shape)}"
         )
+
+
+def _described(value: object) -> str:
+    """'float32 tensor of shape (2, 3)', or the type of what is not a tensor."""
+    if isinstance(value, Tensor):
+        return f"{value.dtype} tensor of shape {_shape(value.shape)}"
+    return type(value).__name__
 
 
 def _type_name(value: Union[Tensor, Tuple[Tensor, Tensor]]) -> str:
