@@ -89,22 +89,23 @@ def _pick(
     top_k: int | None,
     generator: torch.Generator | None,
 ) -> int:
+    """A token drawn from softmax(logits / temperature); the likeliest at
+    temperature 0 or where the scaled scores overflow. Finite scaled scores mean
+    finite scores: one check per token in the usual case."""
+    if temperature > 0:
+        scaled = logits / temperature
+        if bool(torch.isfinite(scaled).all()):
+            if top_k is not None and 0 < top_k < scaled.numel():
+                kth = torch.topk(scaled, top_k).values[-1]
+                scaled = scaled.masked_fill(scaled < kth, -math.inf)
+            probs = torch.softmax(scaled, -1).cpu()
+            return int(torch.multinomial(probs, 1, generator=generator))
     if not bool(torch.isfinite(logits).all()):
         raise TrainError(
             "the model's scores are not finite (NaN or infinite): its weights have "
             "diverged; sample from an earlier checkpoint, or train with a lower --lr"
         )
-    if temperature <= 0:
-        return int(logits.argmax())
-    scaled = logits / temperature
-    if not bool(torch.isfinite(scaled).all()):  # overflow: temperature ~0, greedy
-        return int(logits.argmax())
-    logits = scaled
-    if top_k is not None and 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = torch.softmax(logits, -1).cpu()
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return int(logits.argmax())  # temperature 0, or so small the scores overflow
 
 
 def start_token(vocab: Vocab) -> int:
