@@ -19,6 +19,7 @@ class RecurrentModel(nn.Module):
       state    torch's layout: h0 (L*D, B, H), or (h0, c0) for an LSTM; None = zeros
       output   (B, T, F) per step, or (B, F) with a pooling (`classes`) head
     The returned state is in torch's layout and holds each sequence's last valid step.
+    `step(x, state=None)` runs one step at a time (streaming, sampling; eval mode).
     """
 
     # Fixed per model, so torch.jit.script compiles only the branches it takes.
@@ -113,10 +114,12 @@ class RecurrentModel(nn.Module):
         rnn, attention, head = self.rnn, self.attention, self.head
         memory: Optional[Tensor] = None
         if attention is not None and state is not None:
-            if not isinstance(state, tuple) or len(state) != 2:
+            pair = isinstance(state, tuple) and len(state) == 2
+            if not pair or (self.is_lstm and not isinstance(state[0], tuple)):
+                layout = "((h, c), memory)" if self.is_lstm else "(h, memory)"
                 raise ValueError(
-                    "Expected the state of an attention model as (state, memory), "
-                    f"got {_described(state)}"
+                    f"Expected the state of an attention model as {layout}, got "
+                    f"{_described(state)}"
                 )
             state, memory = state
         hx = self._check_state(state, x.shape[0])
@@ -325,9 +328,12 @@ def _check_shape(name: str, value: Tensor, shape: List[int]) -> None:
 
 
 def _described(value: object) -> str:
-    """'float32 tensor of shape (2, 3)', or the type of what is not a tensor."""
+    """'torch.float32 tensor of shape (2, 3)'; '(Tensor, tuple)' for a tuple; else
+    the type of what is not a tensor."""
     if isinstance(value, Tensor):
         return f"{value.dtype} tensor of shape {_shape(value.shape)}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(type(v).__name__ for v in value) + ")"
     return type(value).__name__
 
 

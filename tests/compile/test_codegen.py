@@ -179,8 +179,8 @@ def test_generate_rejects_empty_input():
 #: file must not grow because other specs can ask for more.
 CHAR_RNN_BEFORE_OPTIONS = (327, 12_557)  # (lines, bytes) at ca12d9e
 #: what the step API (issue 15), every model's, adds to it: RecurrentModel.step,
-#: its checks and `step_cells` (487 lines, 19,656 bytes in all when it came)
-STEP_API = (160, 7_000)
+#: its checks and `step_cells` (505 lines, 20,497 bytes in all when it came)
+STEP_API = (180, 8_000)
 
 
 def test_a_plain_lstm_file_holds_only_what_it_uses():

@@ -330,10 +330,21 @@ def test_step_names_the_expected_and_the_actual_state():
         lstm.step(x, torch.zeros(2, 3, 4))
     attention = model_of("cell gru", "hidden 4", "attention additive")
     _, state = attention.step(x)
-    with pytest.raises(
-        ValueError, match="Expected the state of an attention model as .*got torch"
-    ):
+    with pytest.raises(ValueError) as info:
         attention.step(x, state[0])
+    assert str(info.value) == (
+        "Expected the state of an attention model as (h, memory), got "
+        "torch.float32 tensor of shape (1, 3, 4)"
+    )
+    lstm_attention = model_of("cell lstm", "hidden 4", "attention dot")
+    _, (hc, memory) = lstm_attention.step(x)
+    with pytest.raises(ValueError) as info:
+        lstm_attention.step(x, hc)  # forward's state, without the memory
+    assert str(info.value) == (
+        "Expected the state of an attention model as ((h, c), memory), got "
+        "(Tensor, Tensor)"
+    )
+    lstm_attention.step(x, (hc, memory))
     with pytest.raises(
         ValueError, match=r"Expected memory of shape \(3, t, 8\), got .*\(3, 1, 4\)"
     ):
