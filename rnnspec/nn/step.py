@@ -106,8 +106,9 @@ def step_lstm_proj(
 
 
 #: Our stack classes whose step is torch's standard cell (a subclass is not: a
-#: peephole or layer-norm LSTM is a CustomLSTM with a step of its own).
-STEP_STANDARD_CELLS = ("CustomRNN", "CustomLSTM", "CustomGRU")
+#: peephole or layer-norm LSTM is a CustomLSTM with a step of its own). One string,
+#: split: codegen reads a lone class name in quotes as a use of that class.
+STEP_STANDARD_CELLS = "CustomRNN CustomLSTM CustomGRU".split()
 
 
 def step_kernel_stack(

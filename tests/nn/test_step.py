@@ -205,6 +205,13 @@ def test_the_generated_class_steps_as_forward(name, load_generated):
         )
 
 
+def test_the_step_code_brings_no_other_cell_into_a_generated_file():
+    text = rnnspec.generate(spec_of(dict(VARIANTS)["lstm-custom"]))
+    assert "def step_kernel_stack" in text and "class CustomLSTM" in text
+    for other in ("class CustomGRU", "class CustomRNN", "def step_attention"):
+        assert other not in text, other
+
+
 @pytest.mark.parametrize("name", ["lstm-custom", "peephole", "dot-strict-replace"])
 def test_step_gradients_equal_forwards(name):
     """Streaming in eval with autograd: the gradients of forward's."""
