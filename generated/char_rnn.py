@@ -36,6 +36,84 @@ def packed_torch_forward(
     return output, state
 
 
+def step_cells(
+    rnn: nn.Module,
+    x: Tensor,
+    hx: List[Tensor],
+    zone_h: float = 0.0,
+    zone_c: float = 0.0,
+    skip: bool = False,
+) -> Tuple[Tensor, List[Tensor]]:
+    """One step of every layer of a one-direction stack of standard cells.
+
+    x (B, I); `hx` the states [h] or [h, c], each (L, B, width) in torch's layout.
+    zone_h, zone_c: zoneout's rates, which h and c keep of their previous values
+    (eval); `skip`: layers k >= 1 add their input to their output. Returns the top
+    layer's output (B, W) and the new states in `hx`'s layout.
+    """
+    lstm = rnn.mode == "LSTM"
+    weights = step_flat_weights(rnn)
+    stride = len(weights) // rnn.num_layers  # w_ih, w_hh, [b_ih, b_hh], [w_hr]
+    hs: List[Tensor] = []
+    cs: List[Tensor] = []
+    for k in range(rnn.num_layers):
+        w = weights[k * stride : (k + 1) * stride]
+        b_ih, b_hh = (w[2], w[3]) if rnn.bias else (None, None)
+        h_prev = hx[0][k]  # (B, W)
+        if lstm:
+            c_prev = hx[1][k]  # (B, H)
+            if rnn.proj_size > 0:
+                h, c = step_lstm_proj(x, h_prev, c_prev, w, b_ih, b_hh)
+            else:
+                h, c = torch._VF.lstm_cell(x, (h_prev, c_prev), w[0], w[1], b_ih, b_hh)
+            if zone_c > 0:
+                c = torch.lerp(c, c_prev, zone_c)
+            cs.append(c)
+        elif rnn.mode == "GRU":
+            h = torch._VF.gru_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        elif rnn.mode == "RNN_TANH":
+            h = torch._VF.rnn_tanh_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        else:
+            h = torch._VF.rnn_relu_cell(x, h_prev, w[0], w[1], b_ih, b_hh)
+        if zone_h > 0:
+            h = torch.lerp(h, h_prev, zone_h)
+        hs.append(h)
+        x = h + x if skip and k > 0 else h
+    states = [torch.stack(hs)]
+    if lstm:
+        states.append(torch.stack(cs))
+    return x, states
+
+
+def step_flat_weights(rnn: nn.Module) -> List[Tensor]:
+    """The stack's flat weights, refreshed as forward refreshes them when
+    functional_call has put other tensors in its parameters (one dict look-up
+    each: torch's own check costs a step of a small model 10%)."""
+    params = rnn._parameters
+    for name, weight in zip(rnn._flat_weights_names, rnn._flat_weights):
+        if params.get(name) is not weight:
+            rnn._update_flat_weights()
+            break
+    return rnn._flat_weights
+
+
+def step_lstm_proj(
+    x: Tensor,
+    h_prev: Tensor,
+    c_prev: Tensor,
+    w: List[Tensor],
+    b_ih: Optional[Tensor],
+    b_hh: Optional[Tensor],
+) -> Tuple[Tensor, Tensor]:
+    """One LSTM step with torch's projection: h = W_hr (o ⊙ tanh(c)), P wide
+    (torch's lstm_cell wants h as wide as c)."""
+    gates = F.linear(x, w[0], b_ih) + F.linear(h_prev, w[1], b_hh)  # (B, 4H)
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    h = torch.mm(torch.sigmoid(o) * torch.tanh(c), w[len(w) - 1].t())  # (B, P)
+    return h, c
+
+
 class RecurrentModel(nn.Module):
     """A recurrent sequence model: embedding → recurrent stack → attention → head.
 
@@ -47,6 +125,7 @@ class RecurrentModel(nn.Module):
       state    torch's layout: h0 (L*D, B, H), or (h0, c0) for an LSTM; None = zeros
       output   (B, T, F) per step, or (B, F) with a pooling (`classes`) head
     The returned state is in torch's layout and holds each sequence's last valid step.
+    `step(x, state=None)` runs one step at a time (streaming, sampling; eval mode).
     """
 
     # Fixed per model, so torch.jit.script compiles only the branches it takes.
@@ -120,6 +199,53 @@ class RecurrentModel(nn.Module):
         if self.pool is None and not self.batch_first:
             out = out.transpose(0, 1)
         return out, state
+
+    def step(self, x: Tensor, state=None):
+        """One step, for sampling and streaming: `(output, state)`; eval mode only.
+
+          x       (B,) int64 tokens, or (B, N) floats for features
+          state   None to start (zeros, or the learned initial state), then what the
+                  previous step returned: h (L, B, H), or (h, c) for an LSTM, in
+                  torch's layout as forward's; with attention the pair
+                  (that, memory), memory holding the t steps so far (its form:
+                  `rnnspec.nn.attention.step_attention`)
+          output  (B, F): forward's output at that step
+        Steps over x_1..x_T give forward's outputs on the whole sequence and its
+        final state, at the cost of the cell math alone. Not for pooled (`classes`)
+        heads, two directions (the second one starts at the end) or training mode
+        (the regularizers draw their masks per sequence).
+        """
+        self._check_can_step()
+        x = self._check_step_input(x)
+        rnn, attention, head = self.rnn, self.attention, self.head
+        memory: Optional[Tensor] = None
+        if attention is not None and state is not None:
+            pair = isinstance(state, tuple) and len(state) == 2
+            if not pair or (self.is_lstm and not isinstance(state[0], tuple)):
+                layout = "((h, c), memory)" if self.is_lstm else "(h, memory)"
+                raise ValueError(
+                    f"Expected the state of an attention model as {layout}, got "
+                    f"{_described(state)}"
+                )
+            state, memory = state
+        hx = self._check_state(state, x.shape[0])
+        if self.embedding is not None:
+            x = self.embedding(x)  # (B, E); its dropouts are the identity in eval
+        states = None if hx is None else list(hx) if isinstance(hx, tuple) else [hx]
+        if not self.torch_kernel:  # one of ours: its options, its own cell
+            out, states = rnn._kernel_step(x, states)  # (B, W)
+        else:
+            if states is None:
+                widths = [self.h_width, rnn.hidden_size][: 1 + self.is_lstm]
+                states = [x.new_zeros(self.num_states, x.shape[0], w) for w in widths]
+            out, states = step_cells(rnn, x, states)  # (B, W)
+        new_state = (states[0], states[1]) if self.is_lstm else states[0]
+        if attention is not None:
+            out, memory = attention.step(out, memory)  # (B, F)
+            new_state = (new_state, memory)
+        if head is not None:
+            out = head(out)
+        return out, new_state
 
     def _recurrent(
         self,
@@ -200,6 +326,42 @@ class RecurrentModel(nn.Module):
             )
         return x
 
+    def _check_can_step(self) -> None:
+        if self.training:
+            raise ValueError(
+                "Expected a model in eval mode for step (call model.eval(): in "
+                "training the dropouts draw their masks per sequence), got training"
+            )
+        if self.pool is not None:
+            raise ValueError(
+                "Expected a model with an output per step for step (no head, linear "
+                f"or logits), got a classes head (pool={self.pool})"
+            )
+        if self.num_directions != 1:
+            raise ValueError(
+                "Expected directions 1 for step (the second direction starts at the "
+                "end of the sequence), got 2"
+            )
+
+    def _check_step_input(self, x: Tensor) -> Tensor:
+        if self.embedding is not None:
+            if not isinstance(x, Tensor) or x.dim() != 1 or x.dtype != torch.long:
+                raise ValueError(
+                    f"Expected int64 token ids of shape (B,), got {_described(x)}"
+                )
+            return x
+        size = self.rnn.input_size
+        if (
+            not isinstance(x, Tensor)
+            or x.dim() != 2
+            or x.shape[1] != size
+            or not x.is_floating_point()
+        ):
+            raise ValueError(
+                f"Expected float features of shape (B, {size}), got {_described(x)}"
+            )
+        return x
+
     def _check_lengths(
         self, lengths: Optional[Union[Tensor, List[int]]], batch: int, steps: int
     ) -> Optional[Tensor]:
@@ -269,6 +431,16 @@ def _check_shape(name: str, value: Tensor, shape: List[int]) -> None:
         raise ValueError(
             f"Expected {name} of shape {_shape(shape)}, got {_shape(value.shape)}"
         )
+
+
+def _described(value: object) -> str:
+    """'torch.float32 tensor of shape (2, 3)'; '(Tensor, tuple)' for a tuple; else
+    the type of what is not a tensor."""
+    if isinstance(value, Tensor):
+        return f"{value.dtype} tensor of shape {_shape(value.shape)}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(type(v).__name__ for v in value) + ")"
+    return type(value).__name__
 
 
 def _type_name(value: Union[Tensor, Tuple[Tensor, Tensor]]) -> str:

@@ -518,6 +518,13 @@ class SpinnModel(nn.Module):
         features = torch.cat([p, q, p - q, p * q], 1)  # (B, 4H)
         return self.head(features), ((p, c[:batch]), (q, c[batch:]))
 
+    def step(self, *args, **kwargs):
+        """No streaming: SPINN reduces a whole tree at once (RecurrentModel.step)."""
+        raise ValueError(
+            "Expected a recurrent model with an output per step for step, got SPINN "
+            "(it encodes a whole tree at once)"
+        )
+
 
 class ListOpsTree(SpinnModel):
     """SPINN shift-reduce TreeLSTM encoder with a 64-unit tracker over 20 tokens,

@@ -47,6 +47,7 @@ class ImportLine:
 MODULE_ORDER = (
     "packing",
     "kernel",
+    "step",
     "torchkernel",
     "stack",
     "rnn",

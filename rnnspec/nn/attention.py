@@ -188,6 +188,12 @@ class StepAttention(nn.Module):
             out = out.masked_fill(~valid[..., None], 0.0)
         return out
 
+    def step(self, o: Tensor, memory: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """One step of `forward`, for `RecurrentModel.step`: the output at step t
+        from o_t (B, D) and the memory of the steps before it, and that memory
+        with step t added; see `step_attention` for its form."""
+        return step_attention(self, o, memory)
+
     def guarded_context(self, o: Tensor) -> Tensor:
         """``context(o)``, where a NaN or inf at step t reaches only the rows i >= t.
 
@@ -404,3 +410,50 @@ class AdditiveAttention(StepAttention):
         v = self.v * self.factor if self.scale else self.v  # (D,)
         block, strict = self.block_size(o), self.mask == "strict"
         return additive_attention(q, k, v, o, block, strict)
+
+
+def step_attention(
+    attention: nn.Module, o: Tensor, memory: Optional[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Attention's output at step t from o_t (B, D) and the `memory` of the t steps
+    before it: (B, t, D), the recurrent outputs, for dot and general attention;
+    (B, t, 2D) for additive attention, each output followed by its key W_k o_j (so
+    no key is computed twice); None or t = 0 at the start.
+
+    Returns the output (B, D), or (B, 2D) with concat, as `attention.forward` gives
+    at row t of the whole sequence, and the memory with step t appended. causal:
+    keys j <= t; strict: j < t, and step 0's context is o_0 itself.
+    """
+    batch, size = o.shape[0], o.shape[1]
+    key = getattr(attention, "key", None)  # additive attention's W_k
+    width = size if key is None else 2 * size
+    if memory is None:
+        memory = o.new_zeros(batch, 0, width)
+    if (
+        not isinstance(memory, Tensor)
+        or memory.dim() != 3
+        or memory.shape[0] != batch
+        or memory.shape[2] != width
+    ):
+        got = type(memory).__name__
+        if isinstance(memory, Tensor):
+            got = f"{memory.dtype} tensor of shape {tuple(memory.shape)}"
+        raise ValueError(f"Expected memory of shape ({batch}, t, {width}), got {got}")
+    new = o if key is None else torch.cat([o, key(o)], 1)  # (B, D or 2D)
+    memory = torch.cat([memory, new.unsqueeze(1)], 1)  # (B, t + 1, ·)
+    strict = attention.mask == "strict" and memory.shape[1] > 1
+    seen = memory[:, :-1] if strict else memory  # (B, n, ·): the keys allowed
+    values = seen[:, :, :size]  # (B, n, D)
+    if key is None:
+        q = attention.queries(o)  # (B, D)
+        q = q * attention.factor if attention.scale else q
+        s = torch.bmm(values, q.unsqueeze(2))  # (B, n, 1)
+    else:
+        v = attention.v * attention.factor if attention.scale else attention.v
+        t = torch.tanh(attention.query(o).unsqueeze(1) + seen[:, :, size:])
+        s = torch.matmul(t, v).unsqueeze(2)  # (B, n, 1)
+    p = torch.softmax(s, 1)
+    context = torch.bmm(p.transpose(1, 2), values).squeeze(1)  # (B, D)
+    if attention.combine == "concat":
+        return torch.cat([o, context], 1), memory
+    return context, memory

@@ -63,6 +63,7 @@ from .kernel import (
     kernel_packing_plan,
     kernel_time_major_rows,
 )
+from .step import step_kernel_stack
 from .torchkernel import KernelTorchPath
 
 
@@ -520,6 +521,13 @@ class KernelStackBase(KernelTorchPath):
                 return out, s[0]
         output, s = self._kernel_padded(input, states, lengths, 1)
         return output, s[0]
+
+    def _kernel_step(
+        self, x: Tensor, hx: Optional[List[Tensor]]
+    ) -> Tuple[Tensor, List[Tensor]]:
+        """One step of every layer, in eval, for `RecurrentModel.step`: x (B, I),
+        states [h] or [h, c] of (L, B, ·) or None; see `step_kernel_stack`."""
+        return step_kernel_stack(self, x, hx)
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", impl={self.impl!r}"

@@ -29,9 +29,11 @@ def generate(
 ) -> list[int]:
     """`length` token ids following `prompt` (at least one id).
 
-    Models without attention carry their recurrent state from step to step; with
-    attention, each step reruns the last `context` tokens (attention looks back
-    over its input only). `temperature` 0 picks the most likely token, and so does
+    The prompt runs through the model once, then each new token is one
+    `model.step`, which carries the state (and, with attention, the outputs kept so
+    far). Attention models see at most the last `context` tokens: once the text
+    outgrows that window, each token reruns the window from a fresh state, as
+    training saw sequences. `temperature` 0 picks the most likely token, and so does
     one so small that the scaled scores overflow (the limit as it goes to 0). Only
     ids below `vocab_size` are drawn (a built model's VOCAB may exceed the data's).
     A model whose scores are NaN or infinite (diverged weights) raises TrainError.
@@ -45,26 +47,40 @@ def generate(
     model.eval()
     device = next(model.parameters()).device
     ids = list(prompt)
-    stateful = spec.attention is None
-    first = ids if stateful else ids[-context:]
-    logits, state = forward_batch_first(
-        model, spec, torch.tensor([first], device=device), None
-    )
+    window = math.inf if spec.attention is None else context
+    scores, state = _prime(model, spec, ids, window, device)
     generated: list[int] = []
     for i in range(length):
-        scores = logits[0, -1, :vocab_size].float()  # (V,)
-        token = _pick(scores, temperature, top_k, generator)
+        token = _pick(scores[:vocab_size].float(), temperature, top_k, generator)
         generated.append(token)
         ids.append(token)
         if i == length - 1:
             break
-        if stateful:
-            x = torch.tensor([[token]], device=device)
-            logits, state = forward_batch_first(model, spec, x, None, state)
-        else:
+        if len(ids) <= window:
+            out, state = model.step(torch.tensor([token], device=device), state)
+            scores = out[0]  # (V,)
+        else:  # the window slides: rerun it
             x = torch.tensor([ids[-context:]], device=device)
-            logits, _ = forward_batch_first(model, spec, x, None)
+            scores = forward_batch_first(model, spec, x, None)[0][0, -1]
     return generated
+
+
+def _prime(model: nn.Module, spec: ModelSpec, ids: list[int], window, device):
+    """The scores (V,) after the prompt `ids`, and the state `model.step` goes on
+    from (None once the prompt outgrows an attention model's window: then no step
+    follows). Without attention one forward; with it one step per token, since
+    forward does not return the outputs attention keeps."""
+    if len(ids) > window:
+        x = torch.tensor([ids[-int(window) :]], device=device)
+        return forward_batch_first(model, spec, x, None)[0][0, -1], None
+    if spec.attention is None:
+        x = torch.tensor([ids], device=device)
+        logits, state = forward_batch_first(model, spec, x, None)
+        return logits[0, -1], state
+    state = None
+    for token in ids:
+        out, state = model.step(torch.tensor([token], device=device), state)
+    return out[0], state
 
 
 def _pick(
@@ -73,22 +89,23 @@ def _pick(
     top_k: int | None,
     generator: torch.Generator | None,
 ) -> int:
+    """A token drawn from softmax(logits / temperature); the likeliest at
+    temperature 0 or where the scaled scores overflow. Finite scaled scores mean
+    finite scores: one check per token in the usual case."""
+    if temperature > 0:
+        scaled = logits / temperature
+        if bool(torch.isfinite(scaled).all()):
+            if top_k is not None and 0 < top_k < scaled.numel():
+                kth = torch.topk(scaled, top_k).values[-1]
+                scaled = scaled.masked_fill(scaled < kth, -math.inf)
+            probs = torch.softmax(scaled, -1).cpu()
+            return int(torch.multinomial(probs, 1, generator=generator))
     if not bool(torch.isfinite(logits).all()):
         raise TrainError(
             "the model's scores are not finite (NaN or infinite): its weights have "
             "diverged; sample from an earlier checkpoint, or train with a lower --lr"
         )
-    if temperature <= 0:
-        return int(logits.argmax())
-    scaled = logits / temperature
-    if not bool(torch.isfinite(scaled).all()):  # overflow: temperature ~0, greedy
-        return int(logits.argmax())
-    logits = scaled
-    if top_k is not None and 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = torch.softmax(logits, -1).cpu()
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return int(logits.argmax())  # temperature 0, or so small the scores overflow
 
 
 def start_token(vocab: Vocab) -> int:
