@@ -101,24 +101,28 @@ def diagnostics(ls: SpecServer, uri: str) -> list[types.Diagnostic]:
     text = ls.text(uri)
     path = _path(uri)
     base_dir = path.parent if path else None  # imports are relative to the file
+    filename = str(path) if path else uri
     try:
-        parse(text, filename=str(path) if path else uri, base_dir=base_dir)
+        parse(text, filename=filename, base_dir=base_dir)
     except SpecError as error:
         lines = split_lines(text)
-        return [_diagnostic(ls, lines, d) for d in error.errors]
+        return [_diagnostic(ls, lines, d, filename) for d in error.errors]
     return []
 
 
-def _diagnostic(ls: SpecServer, lines: list[str], diag: Diagnostic) -> types.Diagnostic:
+def _diagnostic(
+    ls: SpecServer, lines: list[str], diag: Diagnostic, filename: str
+) -> types.Diagnostic:
     """One of `check`'s problems, where the open document shows it: a problem in
     an imported file is shown on the document's first line, naming its place."""
     message = diag.message
-    if diag.line > 0 and diag.file is None:
+    elsewhere = diag.file is not None and diag.file != filename
+    if diag.line > 0 and not elsewhere:
         line, start = diag.line - 1, max(diag.column - 1, 0)
         where = ls.range(lines, line, start, start + diag.width)
     else:  # a problem of the whole file ("no model in spec"), or of an import
         where = types.Range(types.Position(0, 0), types.Position(0, 0))
-        if diag.file is not None:
+        if elsewhere:
             message = f"{diag.file}:{diag.line}:{diag.column}: {message}"
     for note in diag.notes:
         place = f"{note.file or 'here'}:{note.line}:{note.column}"
