@@ -36,8 +36,8 @@ Memory, measured in separate untimed calls: "largest tensor" is the largest stor
 any aten op returns during the call (forward only, or forward and backward), seen
 through a TorchDispatchMode: the largest intermediate, B x T x T scores for a
 one-shot implementation. "saved" is the storage kept between forward and backward
-(saved_tensors_hooks, each storage counted once, parameters included): what
-training holds per layer.
+(saved_tensors_hooks, each storage counted once, the parameters' own storage not
+counted: it exists anyway): what training holds per layer.
 """
 
 import argparse
@@ -125,10 +125,13 @@ def memory_mib(model, o: torch.Tensor):
     """(largest tensor in fwd, in fwd+bwd, tensors saved for backward), MiB."""
     with _LargestTensor() as fwd, torch.no_grad():
         model(o)
+    params = model.parameters() if isinstance(model, nn.Module) else []
+    own = {p.untyped_storage().data_ptr() for p in params}
     storages = {}
 
     def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        if t.untyped_storage().data_ptr() not in own:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
     _zero_grads(model, o)

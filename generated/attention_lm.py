@@ -171,17 +171,14 @@ class _ProductAttentionFn(torch.autograd.Function):
         steps = o.shape[1]
         for start in range(0, steps, ctx.block):
             end = min(start + ctx.block, steps)
-            c, keys = end - start, o[:, :end]  # (B, end, D)
-            g, qs = grad[:, start:end], q[:, start:end]  # (B, c, D)
-            # one GEMM for the scores (as log2(e) q_i . o_j) and g_i . o_j: (B, 2c, end)
-            x = torch.bmm(torch.cat([qs * _LOG2E, g], 1), keys.transpose(1, 2))
-            p, ds = x[:, :c], x[:, c:]  # (B, c, end) each
-            p.sub_(lse[:, start:end] * _LOG2E)  # log2 P_ij = log2(e) (s_ij - L_i)
-            _mask_scores_(p, start, ctx.strict).exp2_()  # the forward's weights
-            ds.sub_(delta[:, start:end]).mul_(p)  # dS
+            g, keys, qs = grad[:, start:end], o[:, :end], q[:, start:end]
+            # the forward's weights P_ij = 2^((s_ij - L_i) log2(e)): (B, c, end)
+            p = torch.bmm(qs, keys.transpose(1, 2)).sub_(lse[:, start:end])
+            p = _mask_scores_(p.mul_(_LOG2E), start, ctx.strict).exp2_()
+            grad_o[:, :end].baddbmm_(p.transpose(1, 2), g)
+            ds = torch.bmm(g, keys.transpose(1, 2)).sub_(delta[:, start:end]).mul_(p)
             grad_q[:, start:end] = torch.bmm(ds, keys)  # (B, c, D)
-            # and one for o's two parts: sum_i P_ij g_i + dS_ij q_i
-            grad_o[:, :end].baddbmm_(x.transpose(1, 2), torch.cat([g, qs], 1))
+            grad_o[:, :end].baddbmm_(ds.transpose(1, 2), qs)
         return grad_q, grad_o, None, None
 
 
