@@ -17,9 +17,11 @@ gets ``context_0 = o_0`` (seed 000's model).
 All steps are computed at once, in blocks of query rows (``StepAttention.block_size``):
 block [start, end) only needs the keys j < end (the lower triangle), and its scores
 take B x (end - start) x end elements (x D for additive's tanh(q_i + k_j)), so no
-intermediate is B x T x T (or B x T x T x D). For training, the blocks' attention
-weights (about B x T x T / 2 in all) are kept for backward; additive's tanh tensor is
-recomputed instead. Key 0 is allowed on every row (for strict, this is what makes
+intermediate is B x T x T (or B x T x T x D). For training, only each row's
+log-sum-exp of its scores (B x T) is kept besides the inputs and the context, and
+backward recomputes each block's weights from it (as FlashAttention does): what
+training saves is O(B x T x D), not the B x T x T / 2 weights; additive's tanh tensor
+is recomputed too. Key 0 is allowed on every row (for strict, this is what makes
 context_0 = o_0), so no softmax row is ever empty and nothing is NaN.
 
 With ``lengths``, a valid step i < length only sees keys j <= i < length, so keys past
@@ -33,7 +35,7 @@ rows and their gradients stay exactly as without it.
 """
 
 import math
-from typing import List, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,37 +45,62 @@ from .kernel import kernel_recompute_grads
 
 
 def _score_ceiling(start: int, end: int, strict: bool, o: Tensor) -> Tensor:
-    """+inf where query i in [start, end) may see key j < end, else -inf: (c, end).
+    """+inf where query i in [start, end) may see key j in [start, end), else -inf.
 
-    causal: j <= i. strict: j < i, plus key 0 for row 0, whose softmax over that one
-    key is 1, so that context_0 = o_0. Key 0 is allowed on every row anyway. Scores
-    are masked by min(s, ceiling), not by adding a 0/-inf bias: a masked score that
-    overflowed to +inf becomes -inf, not inf - inf = NaN in an earlier row.
+    (c, c). causal: j <= i. strict: j < i, plus key 0 for row 0, whose softmax over
+    that one key is 1, so that context_0 = o_0. Key 0 is allowed on every row anyway,
+    and so is every key j < start, so only this diagonal square of a block is masked.
+    Scores are masked by min(s, ceiling), not by adding a 0/-inf bias: a masked score
+    that overflowed to +inf becomes -inf, not inf - inf = NaN in an earlier row.
     """
     i = torch.arange(start, end, device=o.device)[:, None]  # (c, 1)
-    j = torch.arange(end, device=o.device)  # (end,)
-    allowed = (j <= i - int(strict)) | (j == 0)  # (c, end)
+    j = torch.arange(start, end, device=o.device)  # (c,)
+    allowed = (j <= i - int(strict)) | (j == 0)  # (c, c)
     ceiling = torch.full(allowed.shape, math.inf, dtype=o.dtype, device=o.device)
     return ceiling.masked_fill_(~allowed, -math.inf)
 
 
+def _mask_scores_(s: Tensor, start: int, strict: bool) -> Tensor:
+    """Masks the scores s (B, c, end) of query rows [start, end) in place; returns s."""
+    end = s.shape[-1]
+    s[:, :, start:end].clamp_max_(_score_ceiling(start, end, strict, s))
+    return s
+
+
+# P = exp(x) as exp2(x log2(e)): torch's CPU exp measured ~12x slower than exp2, and
+# ~70x where x is so negative that P is denormal (unscaled dot scores).
+_LOG2E = 1.4426950408889634
+
+
+def _softmax_lse(s: Tensor, lse: Optional[Tensor]) -> Tensor:
+    """softmax_j(s_ij) of s (B, c, e); writes L_i = log sum_j exp(s_ij) into lse.
+
+    lse: (B, c, 1). The largest weight of a row is exp(m - L) = 1 / sum_j exp(s_ij -
+    m) >= 1 / e, with m the row's largest score: it never underflows, so L = m -
+    log(max_j p_ij) costs two max passes instead of a second pass of exp.
+    """
+    p = torch.softmax(s, -1)
+    if lse is not None:
+        lse.copy_(s.amax(-1, keepdim=True) - p.amax(-1, keepdim=True).log())
+    return p
+
+
 def _product_attention_blocks(
-    q: Tensor, o: Tensor, block: int, strict: bool, weights: Optional[List[Tensor]]
+    q: Tensor, o: Tensor, block: int, strict: bool, lse: Optional[Tensor]
 ) -> Tensor:
     """context_i = sum_{j allowed} softmax_j(q_i . o_j) o_j, block by block: (B, T, D).
 
-    Appends each block's attention weights (B, c, end) to ``weights`` if given.
+    Writes each row's log-sum-exp of its scores into ``lse`` (B, T, 1) if given.
     """
     steps = o.shape[1]
     contexts = []
     for start in range(0, steps, block):  # blocks of query rows, not steps
         end = min(start + block, steps)
-        ceiling = _score_ceiling(start, end, strict, o)  # (c, end)
         keys = o[:, :end]  # (B, end, D)
-        s = torch.bmm(q[:, start:end], keys.transpose(1, 2)).clamp_max_(ceiling)
-        p = torch.softmax(s, -1)  # (B, c, end)
-        if weights is not None:
-            weights.append(p)
+        s = _mask_scores_(
+            torch.bmm(q[:, start:end], keys.transpose(1, 2)), start, strict
+        )
+        p = _softmax_lse(s, None if lse is None else lse[:, start:end])  # (B, c, end)
         contexts.append(torch.bmm(p, keys))  # (B, c, D)
     return torch.cat(contexts, 1)  # (B, T, D)
 
@@ -81,7 +108,9 @@ def _product_attention_blocks(
 class _ProductAttentionFn(torch.autograd.Function):
     """Blocked causal/strict attention c = softmax(q o^T + mask) o, with its backward.
 
-    Per block, with P the saved weights, g = dL/dc and delta_i = g_i . c_i:
+    Saves q, o, c and each row's log-sum-exp L_i (B, T, 1), not the weights (B x T x
+    T / 2 in all): backward recomputes a block's P_ij = exp(q_i . o_j - L_i), one
+    block at a time, as FlashAttention does. With g = dL/dc and delta_i = g_i . c_i:
         dL/do_j += sum_i P_ij g_i                          (o as values)
         dS_ij    = P_ij (g_i . o_j - delta_i)              (softmax backward)
         dL/dq_i  = sum_j dS_ij o_j
@@ -93,15 +122,15 @@ class _ProductAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q: Tensor, o: Tensor, block: int, strict: bool) -> Tensor:
-        weights: List[Tensor] = []
-        context = _product_attention_blocks(q, o, block, strict, weights)
+        lse = o.new_empty(o.shape[0], o.shape[1], 1)  # (B, T, 1)
+        context = _product_attention_blocks(q, o, block, strict, lse)
         ctx.block, ctx.strict = block, strict
-        ctx.save_for_backward(q, o, context, *weights)
+        ctx.save_for_backward(q, o, context, lse)
         return context
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        q, o, context, *weights = ctx.saved_tensors
+        q, o, context, lse = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain blocks
 
             def plain(q, o):
@@ -112,13 +141,17 @@ class _ProductAttentionFn(torch.autograd.Function):
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
         grad_q = torch.empty_like(q)
         grad_o = torch.zeros_like(o)
-        for start, p in zip(range(0, o.shape[1], ctx.block), weights):
-            end = start + p.shape[1]
-            g, keys = grad[:, start:end], o[:, :end]  # (B, c, D), (B, end, D)
+        steps = o.shape[1]
+        for start in range(0, steps, ctx.block):
+            end = min(start + ctx.block, steps)
+            g, keys, qs = grad[:, start:end], o[:, :end], q[:, start:end]
+            # the forward's weights P_ij = 2^((s_ij - L_i) log2(e)): (B, c, end)
+            p = torch.bmm(qs, keys.transpose(1, 2)).sub_(lse[:, start:end])
+            p = _mask_scores_(p.mul_(_LOG2E), start, ctx.strict).exp2_()
             grad_o[:, :end].baddbmm_(p.transpose(1, 2), g)
             ds = torch.bmm(g, keys.transpose(1, 2)).sub_(delta[:, start:end]).mul_(p)
             grad_q[:, start:end] = torch.bmm(ds, keys)  # (B, c, D)
-            grad_o[:, :end].baddbmm_(ds.transpose(1, 2), q[:, start:end])
+            grad_o[:, :end].baddbmm_(ds.transpose(1, 2), qs)
         return grad_q, grad_o, None, None
 
 
@@ -303,22 +336,19 @@ def _additive_attention_blocks(
     o: Tensor,
     block: int,
     strict: bool,
-    weights: Optional[List[Tensor]],
+    lse: Optional[Tensor],
 ) -> Tensor:
     """context_i = sum_{j allowed} softmax_j(v . tanh(q_i + k_j)) o_j: (B, T, D).
 
-    Block by block; appends each block's weights (B, c, end) to ``weights`` if given.
+    Block by block; writes each row's log-sum-exp into ``lse`` (B, T, 1) if given.
     """
     steps = o.shape[1]
     contexts = []
     for start in range(0, steps, block):  # blocks of query rows, not steps
         end = min(start + block, steps)
         t = _additive_tanh(q[:, start:end], k[:, :end])  # (B, c, end, D)
-        ceiling = _score_ceiling(start, end, strict, o)  # (c, end)
-        s = (t @ v).clamp_max_(ceiling)  # (B, c, end)
-        p = torch.softmax(s, -1)  # (B, c, end)
-        if weights is not None:
-            weights.append(p)
+        s = _mask_scores_(t @ v, start, strict)  # (B, c, end)
+        p = _softmax_lse(s, None if lse is None else lse[:, start:end])  # (B, c, end)
         contexts.append(torch.bmm(p, o[:, :end]))  # (B, c, D)
     return torch.cat(contexts, 1)  # (B, T, D)
 
@@ -326,8 +356,9 @@ def _additive_attention_blocks(
 class _AdditiveAttentionFn(torch.autograd.Function):
     """Blocked causal/strict c = softmax(s + mask) o, s_ij = v . tanh(q_i + k_j).
 
-    Backward recomputes t_ij = tanh(q_i + k_j) one block at a time (it is never
-    stored). With P, g, delta and dS as in ``_ProductAttentionFn``:
+    Saves q, k, v, o, c and the rows' log-sum-exp L_i (B, T, 1); backward recomputes
+    t_ij = tanh(q_i + k_j) and P_ij = exp(v . t_ij - L_i) one block at a time (neither
+    is stored). With g, delta and dS as in ``_ProductAttentionFn``:
         dL/do_j += sum_i P_ij g_i,         dL/dv = sum_ij dS_ij t_ij,
         u_ij = dS_ij (1 - t_ij^2) v,       dL/dq_i = sum_j u_ij,  dL/dk_j = sum_i u_ij.
     Under ``create_graph=True`` it differentiates the plain blocks instead.
@@ -335,15 +366,15 @@ class _AdditiveAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, o, block: int, strict: bool) -> Tensor:
-        weights: List[Tensor] = []
-        context = _additive_attention_blocks(q, k, v, o, block, strict, weights)
+        lse = o.new_empty(o.shape[0], o.shape[1], 1)  # (B, T, 1)
+        context = _additive_attention_blocks(q, k, v, o, block, strict, lse)
         ctx.block, ctx.strict = block, strict
-        ctx.save_for_backward(q, k, v, o, context, *weights)
+        ctx.save_for_backward(q, k, v, o, context, lse)
         return context
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        q, k, v, o, context, *weights = ctx.saved_tensors
+        q, k, v, o, context, lse = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain blocks
 
             def plain(q, k, v, o):
@@ -358,12 +389,16 @@ class _AdditiveAttentionFn(torch.autograd.Function):
         delta = (grad * context).sum(-1, keepdim=True)  # (B, T, 1)
         grad_q, grad_k = torch.empty_like(q), torch.zeros_like(k)
         grad_v, grad_o = torch.zeros_like(v), torch.zeros_like(o)
-        for start, p in zip(range(0, o.shape[1], ctx.block), weights):
-            end = start + p.shape[1]
+        steps = o.shape[1]
+        for start in range(0, steps, ctx.block):
+            end = min(start + ctx.block, steps)
             g, values = grad[:, start:end], o[:, :end]  # (B, c, D), (B, end, D)
+            t = _additive_tanh(q[:, start:end], k[:, :end])  # (B, c, end, D)
+            # the forward's weights P_ij = 2^((s_ij - L_i) log2(e)): (B, c, end)
+            p = (t @ v).sub_(lse[:, start:end])
+            p = _mask_scores_(p.mul_(_LOG2E), start, ctx.strict).exp2_()
             grad_o[:, :end].baddbmm_(p.transpose(1, 2), g)
             ds = torch.bmm(g, values.transpose(1, 2)).sub_(delta[:, start:end]).mul_(p)
-            t = _additive_tanh(q[:, start:end], k[:, :end])  # (B, c, end, D)
             grad_v += ds.reshape(1, -1).mm(t.reshape(-1, t.shape[-1]))[0]
             u = t.square_().neg_().add_(1).mul_(ds[..., None]).mul_(v)  # (B,c,end,D)
             grad_q[:, start:end] = u.sum(2)

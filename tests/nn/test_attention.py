@@ -280,7 +280,8 @@ def test_gradcheck(kind, mask, blocked):
 
 
 def test_inference_keeps_no_weights_and_additive_saves_no_tanh_tensor():
-    """Saved for backward: at most B x T x T elements for any kind; none in no_grad."""
+    """Saved for backward: no tensor over B x T x D elements (the weights, B x T x T
+    in all, are recomputed); nothing in no_grad."""
     batch, steps, size = 2, 16, 8
     o = lstm_outputs(batch, steps, size).requires_grad_()
     for kind in KINDS:
@@ -294,7 +295,7 @@ def test_inference_keeps_no_weights_and_additive_saves_no_tanh_tensor():
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             att(o).sum().backward()
-            assert 0 < max(sizes) <= batch * steps * steps, kind
+            assert 0 < max(sizes) <= batch * steps * size, kind
             sizes.clear()
             with torch.no_grad():
                 att(o)
