@@ -181,11 +181,13 @@ def kernel_input_grads(
     """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
 
     For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    dx comes last: oneDNN copies x for the weight's product, and the copy is gone
+    by then.
     """
     need = ctx.needs_input_grad
-    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     d_wih = kernel_weight_grad(dz, x) if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
+    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     return dx, d_wih, d_bias
 
 
@@ -269,9 +271,10 @@ def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor
 
 def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
-    On oneDNN as (xᵀ dz)ᵀ, its fastest form (a transposed view)."""
+    On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
+    (on the caller's threads) rather than by autograd (on all of torch's)."""
     if kernel_onednn(x):
-        return kernel_linear(x.t(), dz.t()).t()
+        return kernel_linear(x.t(), dz.t()).t().contiguous()
     return dz.t() @ x
 
 
@@ -981,6 +984,11 @@ class KernelStackBase(KernelTorchPath):
         if hx is None:
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
+            if not torch.jit.is_scripting():
+                if self.batch_first and not kernel_runs_plain(input):
+                    rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
+                    out, states = self._kernel_stack(rows, hx, [batch] * steps)
+                    return KernelBatchFirst.apply(out, steps, batch), states
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
                 x.reshape(steps * batch, size), hx, [batch] * steps
@@ -1080,6 +1088,35 @@ class KernelStackBase(KernelTorchPath):
         return s
 
 
+class KernelBatchFirst(torch.autograd.Function):
+    """A batch-first (B, T, N) batch as time-major rows (T*B, N), or such rows
+    back as a batch-first (B, T, F) tensor: a copy either way (backward too), on
+    the threads its size earns (`kernel_threads`). Left to autograd, the backward's
+    copies would split over all of torch's threads, which stalls whenever another
+    process holds a core. Eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, steps: int, batch: int) -> Tensor:
+        ctx.plan = (steps, batch, x.dim() == 3)
+        return kernel_batch_first_copy(x, steps, batch, x.dim() == 3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        steps, batch, to_rows = ctx.plan
+        return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
+    """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
+    (never a view of x, which a Function must not return)."""
+    with KernelThreads(kernel_threads(80.0 * x.numel())):  # ~ a product's time
+        if to_rows:
+            rows = x.new_empty(steps, batch, x.shape[2])
+            return rows.copy_(x.transpose(0, 1)).view(steps * batch, x.shape[2])
+        out = x.new_empty(batch, steps, x.shape[1])
+        return out.copy_(x.reshape(steps, batch, x.shape[1]).transpose(0, 1))
+
+
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
     if impl not in allowed:
         raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
@@ -1159,8 +1196,9 @@ class LSTMKernelFunction(torch.autograd.Function):
             )
             gates = run[0]
         ctx.spent = True
-        back = LSTMBackward(ctx, (gates, cs, hs, ms, w_hh, h0, c0, w_hr), regs, None)
-        dh0, dc0, d_whh, d_whr = back.run(d_hs, d_hn, d_cn)
+        saved = (gates, cs, hs, ms, w_hh, h0, c0, w_hr)
+        back = LSTMBackward(ctx, saved, regs, None, (d_hs, d_hn, d_cn))
+        dh0, dc0, d_whh, d_whr = back.run()
         with KernelThreads(back.threads):
             dx, d_wih, d_bias = kernel_input_grads(ctx, back.dz, x, w_ih)
         return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None, d_whr, None, None, None
@@ -1261,96 +1299,90 @@ def lstm_kernel_run(
 
 
 class LSTMBackward:
-    """The first-order backward of an LSTM or peephole layer-direction's steps.
+    """The first-order backward of an LSTM or peephole layer-direction.
 
     A span of steps at a time (`kernel_spans`: about a quarter of the rows), in
     the order the steps run backwards, `lstm_span_factors` turns the span's saved
-    gates into the factors P in place and makes its K and f; then its steps run.
-    The gate gradients dz end where the gates were, so that the backward's
-    temporaries stay within a quarter of what forward saved: the gates' last use
-    (a second backward through the graph recomputes them, `ctx.spent`).
+    gates into the factors P in place and makes its K and f; then its steps run,
+    each scaling its rows of P into the gate gradients dz. So dz ends where the
+    gates were, and the temporaries stay within a quarter of what forward saved
+    (the gates' last use: a second backward recomputes them, `ctx.spent`). The
+    weight gradients follow, one matmul each over all rows.
     """
 
-    def __init__(self, ctx, saved, regs, peep: Optional[Tensor]):
-        gates, cs, hs, ms, w_hh, h0, c0, w_hr = saved
+    def __init__(self, ctx, saved, regs, peep: Optional[Tensor], grads):
+        gates, self.cs, self.hs, self.ms, w_hh, self.h0, self.c0, self.w_hr = saved
         self.batch_sizes, self.reverse = ctx.plan
         self.regs = regs  # rec_mask, zone_h, zone_c, zs, h_in
-        self.cs, self.hs, self.ms, self.h0, self.c0, self.w_hr = (
-            cs,
-            hs,
-            ms,
-            h0,
-            c0,
-            w_hr,
-        )
-        # (N, 4H) written over in place: P, then dz. `.data`: its own version counter,
-        # so that a second backward can still read what was saved (and recompute it)
-        self.dz = gates.data
         self.peep = peep
-        self.w_hh = w_hh
-        H, N = c0.shape[1], gates.shape[0]
-        self.threads = kernel_threads(8.0 * N * H * h0.shape[1])
-        self.step_threads = kernel_threads(8.0 * self.batch_sizes[0] * h0.shape[1] * H)
+        d_hs, self.d_hn, self.d_cn = grads
+        # dz (N, 4H): the gates, written over. `.data`, with a version counter of
+        # its own: a second backward can still read what was saved (and recompute)
+        self.dz = gates.data
+        H, W, sizes = self.c0.shape[1], self.h0.shape[1], self.batch_sizes
+        self.threads = kernel_threads(8.0 * self.dz.shape[0] * H * W)
+        self.step_threads = kernel_threads(8.0 * sizes[0] * W * H)
+        self.dh_all = None if self.w_hr is None else torch.empty_like(d_hs)  # dh̃_t
+        self.d_outs = d_hs.split(sizes)
+        self.dhs = self.d_outs if self.dh_all is None else self.dh_all.split(sizes)
+        self.dzs = self.dz.split(sizes)
+        self.dz_o = self.dz[:, 3 * H :].split(sizes)
+        self.dz_ifg = self.dz[:, : 3 * H].unflatten(1, (3, H)).split(sizes)
+        self.steps = LSTMRegularizerGrads(regs[1], regs[2], regs[0], self.w_hr, sizes)
+        self.w_back = KernelStepWeight(w_hh.t(), sizes[0], len(sizes))
+        self.h_grads: List[Tensor] = []
+        self.c_grads: List[Tensor] = []
+        self.dh, self.dc = self.d_hn[:0], self.d_cn[:0]  # of the next-run step's start
+        self.d_peep: Optional[Tensor] = None
 
-    def run(self, d_hs: Tensor, d_hn: Tensor, d_cn: Tensor):
-        """(dh0, dc0, dW_hh, dW_hr); dz (N, 4H) is left in `self.dz`."""
-        batch_sizes, reverse = self.batch_sizes, self.reverse
-        rec_mask, zone_h, zone_c, zs, h_in = self.regs
-        H = self.c0.shape[1]
-        dz, k = self.dz, KernelConstants(self.dz)
-        offsets = kernel_offsets(batch_sizes)
-        steps = LSTMRegularizerGrads(zone_h, zone_c, rec_mask, self.w_hr, batch_sizes)
-        dh_all = None if self.w_hr is None else torch.empty_like(d_hs)  # (N, P) dh̃_t
+    def run(self) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """(dh0, dc0, dW_hh, dW_hr); dz (N, 4H) is left in `self.dz`, the peephole
+        gradient in `self.d_peep`."""
+        sizes, reverse, dz, h_in = self.batch_sizes, self.reverse, self.dz, self.regs[4]
         d_peep: List[Tensor] = []
         with KernelThreads(self.step_threads):
-            self.d_outs = d_hs.split(batch_sizes)
-            self.dhs = self.d_outs if dh_all is None else dh_all.split(batch_sizes)
-            self.dzs = dz.split(batch_sizes)
-            self.dz_o = dz[:, 3 * H :].split(batch_sizes)
-            self.dz_ifg = dz[:, : 3 * H].unflatten(1, (3, H)).split(batch_sizes)
-            self.w_back = KernelStepWeight(
-                self.w_hh.t(), batch_sizes[0], len(batch_sizes)
-            )
-            self.steps = steps
-            self.h_grads: List[Tensor] = []
-            self.c_grads: List[Tensor] = []
-            self.dh, self.dc = d_hn[:0], d_cn[:0]  # of the next-run step's start state
-            self.d_hn, self.d_cn = d_hn, d_cn
-            for span in kernel_spans(batch_sizes, reverse, 4):
-                rows = dz[offsets[span[0]] : offsets[span[1]]]
-                c_prev = kernel_prev_range(
-                    zs, self.c0, batch_sizes, offsets, reverse, span
-                )
-                K, f = lstm_span_factors(
-                    rows, self.cs[offsets[span[0]] : offsets[span[1]]], c_prev, k
-                )
-                sizes = batch_sizes[span[0] : span[1]]
-                steps.span(offsets[span[0]], offsets[span[1]], sizes, K, rows)
-                self.span(span, K.split(sizes), f.split(sizes))
-                if self.peep is not None:
-                    cs_rows = self.cs[offsets[span[0]] : offsets[span[1]]]
-                    d_peep.append(lstm_peephole_grad(rows, c_prev, cs_rows))
-            kernel_state_rows_grad(self.dh, d_hn, 0, self.h_grads)
-            kernel_state_rows_grad(self.dc, d_cn, 0, self.c_grads)
+            for span in kernel_spans(sizes, reverse, 4):
+                self.span(span, d_peep)
+            kernel_state_rows_grad(self.dh, self.d_hn, 0, self.h_grads)
+            kernel_state_rows_grad(self.dc, self.d_cn, 0, self.c_grads)
+        del self.w_back  # packed: gone before the weights' products
         with KernelThreads(self.threads):
             if h_in is None:
-                d_whh = kernel_prev_weight_grad(
-                    dz, self.hs, self.h0, batch_sizes, reverse
-                )
+                d_whh = kernel_prev_weight_grad(dz, self.hs, self.h0, sizes, reverse)
             else:
                 d_whh = kernel_weight_grad(dz, h_in)  # (4H, W)
-            d_whr = None if dh_all is None else kernel_weight_grad(dh_all, self.ms)
-        self.d_peep = None if self.peep is None else torch.stack(d_peep).sum(0)
+            d_whr = None
+            if self.dh_all is not None:
+                d_whr = kernel_weight_grad(self.dh_all, self.ms)  # (P, H)
+        if d_peep:
+            self.d_peep = torch.stack(d_peep).sum(0)
         dh0, dc0 = kernel_init_grad(self.h_grads), kernel_init_grad(self.c_grads)
         return dh0, dc0, d_whh, d_whr
 
-    def span(self, span: List[int], Ks: List[Tensor], fs: List[Tensor]) -> None:
-        """The steps of one span, backwards in time order; Ks, fs its rows' K, f."""
+    def span(self, span: List[int], d_peep: List[Tensor]) -> None:
+        """The steps t0..t1-1 of `span`, in the order they run backwards, after
+        their factors; their share of the peepholes' gradient to `d_peep`."""
+        t0, t1 = span
+        sizes, offsets = self.batch_sizes[t0:t1], kernel_offsets(self.batch_sizes)
+        r0, r1 = offsets[t0], offsets[t1]
+        rows, cs = self.dz[r0:r1], self.cs[r0:r1]
+        zs = self.regs[3]
+        c_prev = kernel_prev_range(
+            zs, self.c0, self.batch_sizes, offsets, self.reverse, span
+        )
+        K, f = lstm_span_factors(rows, cs, c_prev, KernelConstants(rows))
+        self.steps.span(r0, r1, sizes, K, rows)
+        self.steps_of(span, K.split(sizes), f.split(sizes))
+        if self.peep is not None:
+            d_peep.append(lstm_peephole_grad(rows, c_prev, cs))
+
+    def steps_of(self, span: List[int], Ks: List[Tensor], fs: List[Tensor]) -> None:
+        """The steps of one span, in the order they run backwards; Ks and fs: the
+        span's K and f, per step."""
         t0, t1 = span
         order = range(t0, t1) if self.reverse else range(t1 - 1, t0 - 1, -1)
         H = self.c0.shape[1]
-        peep = self.peep
-        steps = self.steps
+        peep, steps = self.peep, self.steps
         for t in order:
             size, j = self.batch_sizes[t], t - t0
             dh = kernel_state_rows_grad(self.dh, self.d_hn, size, self.h_grads)
@@ -1364,9 +1396,8 @@ class LSTMBackward:
             self.dh = steps.dh_prev(t, self.dzs[t], self.w_back, dh)
             dc = dc * fs[j] if carry is None else carry.addcmul_(dc, fs[j])
             if peep is not None:  # i and f saw c_{t-1}
-                dc.addcmul_(dz_ifg[:, 0], peep[:H]).addcmul_(
-                    dz_ifg[:, 1], peep[H : 2 * H]
-                )
+                dc.addcmul_(dz_ifg[:, 0], peep[:H])
+                dc.addcmul_(dz_ifg[:, 1], peep[H : 2 * H])
             self.dc = dc
 
 

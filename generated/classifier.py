@@ -180,11 +180,13 @@ def kernel_input_grads(
     """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
 
     For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    dx comes last: oneDNN copies x for the weight's product, and the copy is gone
+    by then.
     """
     need = ctx.needs_input_grad
-    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     d_wih = kernel_weight_grad(dz, x) if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
+    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     return dx, d_wih, d_bias
 
 
@@ -268,9 +270,10 @@ def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor
 
 def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
-    On oneDNN as (xᵀ dz)ᵀ, its fastest form (a transposed view)."""
+    On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
+    (on the caller's threads) rather than by autograd (on all of torch's)."""
     if kernel_onednn(x):
-        return kernel_linear(x.t(), dz.t()).t()
+        return kernel_linear(x.t(), dz.t()).t().contiguous()
     return dz.t() @ x
 
 
@@ -973,6 +976,11 @@ class KernelStackBase(KernelTorchPath):
         if hx is None:
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
+            if not torch.jit.is_scripting():
+                if self.batch_first and not kernel_runs_plain(input):
+                    rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
+                    out, states = self._kernel_stack(rows, hx, [batch] * steps)
+                    return KernelBatchFirst.apply(out, steps, batch), states
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
                 x.reshape(steps * batch, size), hx, [batch] * steps
@@ -1070,6 +1078,35 @@ class KernelStackBase(KernelTorchPath):
         if self.locked_dropout:
             s += ", locked_dropout=True"
         return s
+
+
+class KernelBatchFirst(torch.autograd.Function):
+    """A batch-first (B, T, N) batch as time-major rows (T*B, N), or such rows
+    back as a batch-first (B, T, F) tensor: a copy either way (backward too), on
+    the threads its size earns (`kernel_threads`). Left to autograd, the backward's
+    copies would split over all of torch's threads, which stalls whenever another
+    process holds a core. Eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, steps: int, batch: int) -> Tensor:
+        ctx.plan = (steps, batch, x.dim() == 3)
+        return kernel_batch_first_copy(x, steps, batch, x.dim() == 3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        steps, batch, to_rows = ctx.plan
+        return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
+    """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
+    (never a view of x, which a Function must not return)."""
+    with KernelThreads(kernel_threads(80.0 * x.numel())):  # ~ a product's time
+        if to_rows:
+            rows = x.new_empty(steps, batch, x.shape[2])
+            return rows.copy_(x.transpose(0, 1)).view(steps * batch, x.shape[2])
+        out = x.new_empty(batch, steps, x.shape[1])
+        return out.copy_(x.reshape(steps, batch, x.shape[1]).transpose(0, 1))
 
 
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
@@ -1234,40 +1271,17 @@ def gru_kernel_backward(
     # backward can still read what was saved): da (N, 3H), and dn (N, H) the input
     # side's gradient of n's pre-activation (r does not scale it)
     da, dn = gates.data, hns.data
-    offsets = kernel_offsets(batch_sizes)
-    k = KernelConstants(x)
-    d_outs, das, dns = (
-        d_hs.split(batch_sizes),
-        da.split(batch_sizes),
-        dn.split(batch_sizes),
-    )
     init_grads: List[Tensor] = []
-    dh = d_hn[:0]  # gradient of the state the next-run step started from
     with KernelThreads(kernel_threads(6.0 * batch_sizes[0] * H * H)):
         w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(batch_sizes))
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
         for span in kernel_spans(batch_sizes, reverse, 4):
-            r0, r1 = offsets[span[0]], offsets[span[1]]
-            h_prev = kernel_prev_range(hs, h0, batch_sizes, offsets, reverse, span)
-            rows = [None if t is None else t[r0:r1] for t in (zs, zone_h)]
-            z_carry = gru_span_factors(
-                da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k
+            factors = (da, dn, hs, h0, zs, zone_h)
+            dh = gru_span_steps(
+                ctx, span, factors, w_back, rec_mask, (dh, d_hs, d_hn), init_grads
             )
-            zz = z_carry.split(batch_sizes[span[0] : span[1]])
-            order = (
-                range(span[0], span[1])
-                if reverse
-                else range(span[1] - 1, span[0] - 1, -1)
-            )
-            for t in order:
-                size = batch_sizes[t]
-                dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
-                das[t].view(size, 3, H).mul_(dh.unsqueeze(1))
-                dns[t].mul_(dh)
-                grad = w_back.mm(das[t])  # (size, H)
-                if rec_mask is not None:
-                    grad.mul_(rec_mask[:size])
-                dh = grad.addcmul_(dh, zz[t - span[0]])
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+    del w_back  # packed: gone before the weights' products
     with KernelThreads(kernel_threads(6.0 * N * x.shape[1] * H)):
         if hms is None:
             d_whh = kernel_prev_weight_grad(da, hs, h0, batch_sizes, reverse)
@@ -1277,6 +1291,44 @@ def gru_kernel_backward(
         da[:, 2 * H :].copy_(dn)  # da is now the input side's gradient
         dx, d_wih, d_bih = kernel_input_grads(ctx, da, x, w_ih)
     return dx, d_wih, d_bih, d_whh, d_bhh, kernel_init_grad(init_grads)
+
+
+def gru_span_steps(
+    ctx,
+    span: List[int],
+    factors: Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor]],
+    w_back: KernelStepWeight,
+    rec_mask: Optional[Tensor],
+    grads: Tuple[Tensor, Tensor, Tensor],
+    init_grads: List[Tensor],
+) -> Tensor:
+    """The steps t0..t1-1 of `span` in the order they run backwards, after their
+    factors (`gru_span_factors`); returns the gradient of the state the last-run
+    step started from. `factors`: da, dn, the outputs, h0, z' and the zoneout
+    masks (None without); `grads`: that gradient so far, d_hs and d_hn."""
+    da, dn, hs, h0, zs, zone_h = factors
+    dh, d_hs, d_hn = grads
+    batch_sizes, reverse = ctx.plan
+    t0, t1 = span
+    H, offsets = h0.shape[1], kernel_offsets(batch_sizes)
+    r0, r1 = offsets[t0], offsets[t1]
+    h_prev = kernel_prev_range(hs, h0, batch_sizes, offsets, reverse, span)
+    rows = [None if t is None else t[r0:r1] for t in (zs, zone_h)]
+    k = KernelConstants(h0)
+    carry = gru_span_factors(da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k)
+    sizes = batch_sizes[t0:t1]
+    das, dns, zz = da[r0:r1].split(sizes), dn[r0:r1].split(sizes), carry.split(sizes)
+    d_outs = d_hs[r0:r1].split(sizes)
+    for t in range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1):
+        size, j = batch_sizes[t], t - t0
+        dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[j]
+        das[j].view(size, 3, H).mul_(dh.unsqueeze(1))
+        dns[j].mul_(dh)
+        grad = w_back.mm(das[j])  # (size, H)
+        if rec_mask is not None:
+            grad.mul_(rec_mask[:size])
+        dh = grad.addcmul_(dh, zz[j])
+    return dh
 
 
 def gru_span_factors(

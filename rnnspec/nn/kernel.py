@@ -176,11 +176,13 @@ def kernel_input_grads(
     """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
 
     For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    dx comes last: oneDNN copies x for the weight's product, and the copy is gone
+    by then.
     """
     need = ctx.needs_input_grad
-    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     d_wih = kernel_weight_grad(dz, x) if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
+    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     return dx, d_wih, d_bias
 
 
@@ -267,9 +269,10 @@ def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor
 
 def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
-    On oneDNN as (xᵀ dz)ᵀ, its fastest form (a transposed view)."""
+    On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
+    (on the caller's threads) rather than by autograd (on all of torch's)."""
     if kernel_onednn(x):
-        return kernel_linear(x.t(), dz.t()).t()
+        return kernel_linear(x.t(), dz.t()).t().contiguous()
     return dz.t() @ x
 
 

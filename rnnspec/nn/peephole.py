@@ -95,8 +95,9 @@ class PeepholeKernelFunction(torch.autograd.Function):
             )
             gates = run[0]
         ctx.spent = True
-        back = LSTMBackward(ctx, (gates, cs, hs, ms, w_hh, h0, c0, w_hr), regs, peep)
-        dh0, dc0, d_whh, d_whr = back.run(d_hs, d_hn, d_cn)
+        saved = (gates, cs, hs, ms, w_hh, h0, c0, w_hr)
+        back = LSTMBackward(ctx, saved, regs, peep, (d_hs, d_hn, d_cn))
+        dh0, dc0, d_whh, d_whr = back.run()
         with KernelThreads(back.threads):
             dx, d_wih, d_bias = kernel_input_grads(ctx, back.dz, x, w_ih)
         grads = (dx, d_wih, d_bias, d_whh, back.d_peep, dh0, dc0, None, None, d_whr)

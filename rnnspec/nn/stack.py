@@ -56,11 +56,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernel import (
+    KernelThreads,
     kernel_bernoulli,
     kernel_check_lengths,
     kernel_check_rate,
     kernel_locked,
     kernel_packing_plan,
+    kernel_runs_plain,
+    kernel_threads,
     kernel_time_major_rows,
 )
 from .torchkernel import KernelTorchPath
@@ -438,6 +441,11 @@ class KernelStackBase(KernelTorchPath):
         if hx is None:
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
+            if not torch.jit.is_scripting():
+                if self.batch_first and not kernel_runs_plain(input):
+                    rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
+                    out, states = self._kernel_stack(rows, hx, [batch] * steps)
+                    return KernelBatchFirst.apply(out, steps, batch), states
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
                 x.reshape(steps * batch, size), hx, [batch] * steps
@@ -535,6 +543,35 @@ class KernelStackBase(KernelTorchPath):
         if self.locked_dropout:
             s += ", locked_dropout=True"
         return s
+
+
+class KernelBatchFirst(torch.autograd.Function):
+    """A batch-first (B, T, N) batch as time-major rows (T*B, N), or such rows
+    back as a batch-first (B, T, F) tensor: a copy either way (backward too), on
+    the threads its size earns (`kernel_threads`). Left to autograd, the backward's
+    copies would split over all of torch's threads, which stalls whenever another
+    process holds a core. Eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, steps: int, batch: int) -> Tensor:
+        ctx.plan = (steps, batch, x.dim() == 3)
+        return kernel_batch_first_copy(x, steps, batch, x.dim() == 3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        steps, batch, to_rows = ctx.plan
+        return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
+    """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
+    (never a view of x, which a Function must not return)."""
+    with KernelThreads(kernel_threads(80.0 * x.numel())):  # ~ a product's time
+        if to_rows:
+            rows = x.new_empty(steps, batch, x.shape[2])
+            return rows.copy_(x.transpose(0, 1)).view(steps * batch, x.shape[2])
+        out = x.new_empty(batch, steps, x.shape[1])
+        return out.copy_(x.reshape(steps, batch, x.shape[1]).transpose(0, 1))
 
 
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
