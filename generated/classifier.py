@@ -317,8 +317,8 @@ class KernelStepWeight:
     def __init__(self, w: Tensor, rows: int, steps: int, bias: Optional[Tensor] = None):
         self.onednn = rows * w.numel() >= 2**19 and kernel_onednn(w)
         self.w = w
-        if self.onednn and steps >= 16:
-            self.w = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+        if self.onednn and steps >= 16:  # (contiguous first: ~5x faster to pack)
+            self.w = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), rows)
         self.bias = bias
 
     def mm(self, x: Tensor) -> Tensor:
