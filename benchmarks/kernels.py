@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/kernels.py --repeats 21
     .venv/bin/python benchmarks/kernels.py --quick        # a smoke run
     .venv/bin/python benchmarks/kernels.py --only proj --threads 1 --repeats 5
+    .venv/bin/python benchmarks/kernels.py --only regularizers   # regularizers.py
     git archive main rnnspec | tar -x -C /tmp/main       # the code before, then:
     .venv/bin/python benchmarks/kernels.py --threads 1 --before /tmp/main
 
@@ -20,7 +21,9 @@ module); PeepholeLSTM is timed against nn.LSTM, the cost of its extra terms. The
 nn.LSTM(proj_size=P) against CustomLSTM(proj_size=P) on torch's kernel (impl
 auto) and ours, and PeepholeLSTM(proj_size=P), all in one interleaved group.
 With --before DIR (a copy of an older rnnspec, DIR/rnnspec/nn), that code's
-module runs in the same groups: "before / torch" is its ratio.
+module runs in the same groups: "before / torch" is its ratio. `--only
+regularizers` runs benchmarks/regularizers.py (the issue-14 options and their
+anchors) with the other flags.
 
 busy: ours (and the code before) fwd+bwd on 1 thread, on 1 thread with one core
 loaded, and on 2 threads with one core loaded, interleaved; the load is a
@@ -411,10 +414,19 @@ def memory_rows(args, before):
 
 
 def main(argv=None):
+    only = argparse.ArgumentParser(add_help=False)
+    only.add_argument("--only")
+    known, rest = only.parse_known_args(argv)
+    if known.only == "regularizers":  # its own rows, defaults and time budget
+        from benchmarks import regularizers
+
+        return regularizers.main(rest)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_kernel_arguments(parser, repeats=11, batch=32, steps=100)
     parser.add_argument(
-        "--only", help="only the rows whose label contains this (e.g. proj)"
+        "--only",
+        help="only the rows whose label contains this (e.g. proj); "
+        "'regularizers' runs benchmarks/regularizers.py",
     )
     parser.add_argument(
         "--small-batch", type=int, default=8, help="1-layer rows again (0: none)"

@@ -261,8 +261,9 @@ def kernel_onednn(x: Tensor) -> bool:
 
 
 def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once."""
-    if kernel_onednn(x):
+    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
+    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
         return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
     if bias is None:
         return torch.mm(x, w.t())
@@ -273,7 +274,7 @@ def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
     On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
     (on the caller's threads) rather than by autograd (on all of torch's)."""
-    if kernel_onednn(x):
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
         return kernel_linear(x.t(), dz.t()).t().contiguous()
     return dz.t() @ x
 
@@ -339,16 +340,29 @@ class KernelStepWeight:
         return out.addmm_(x, self.w.t())
 
 
-def kernel_doubled_rows(w: Optional[Tensor], start: int, stop: int) -> Optional[Tensor]:
-    """w (G, ·) or (G,) with its rows [start, stop) doubled, for the gates tanh
-    activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
+#: Steps from which a layer doubles the weights of its tanh gates (copies them):
+#: each step then saves a few small ops, ~30 steps' worth repays the copy.
+KERNEL_DOUBLE_STEPS = 32
+
+
+def kernel_doubles(batch_sizes: List[int]) -> bool:
+    """Whether a layer of these steps activates its tanh gates with a sigmoid, on
+    `kernel_doubled_rows` weights."""
+    return len(batch_sizes) >= KERNEL_DOUBLE_STEPS
+
+
+def kernel_doubled_rows(
+    w: Optional[Tensor], start: int, stop: int, doubled: bool
+) -> Optional[Tensor]:
+    """w (G, ·) or (G,) with its rows [start, stop) doubled if `doubled`, for the
+    gates tanh activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
     (`kernel_tanh`'s form), in one call with the sigmoid gates next to them. The
     same numbers: doubling is exact, and so doubles a product's terms and sums."""
-    if w is None:
-        return None
-    doubled = w.clone()
-    doubled[start:stop].mul_(2.0)
-    return doubled
+    if w is None or not doubled:
+        return w
+    twice = w.clone()
+    twice[start:stop].mul_(2.0)
+    return twice
 
 
 class KernelConstants:
@@ -985,7 +999,7 @@ class KernelStackBase(KernelTorchPath):
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
             if not torch.jit.is_scripting():
-                if self.batch_first and not kernel_runs_plain(input):
+                if self.batch_first and kernel_batch_first_copies(input):
                     rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
                     out, states = self._kernel_stack(rows, hx, [batch] * steps)
                     return KernelBatchFirst.apply(out, steps, batch), states
@@ -1104,6 +1118,12 @@ class KernelBatchFirst(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         steps, batch, to_rows = ctx.plan
         return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copies(input: Tensor) -> bool:
+    """Whether a padded batch-first input goes through `KernelBatchFirst`: in
+    eager mode, from 2^15 elements (below, torch copies on one thread anyway)."""
+    return input.numel() >= 2**15 and not kernel_runs_plain(input)
 
 
 def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
@@ -1246,11 +1266,12 @@ def lstm_kernel_run(
     H, N, W = c0.shape[1], x.shape[0], h0.shape[1]
     big = kernel_threads(8.0 * N * x.shape[1] * H)
     threads = kernel_threads(8.0 * batch_sizes[0] * W * H)
+    doubled = kernel_doubles(batch_sizes)  # g's rows: one sigmoid for all gates
     with KernelThreads(big):
         gates = kernel_linear(
             x,
-            kernel_doubled_rows(w_ih, 2 * H, 3 * H),
-            kernel_doubled_rows(bias, 2 * H, 3 * H),
+            kernel_doubled_rows(w_ih, 2 * H, 3 * H, doubled),
+            kernel_doubled_rows(bias, 2 * H, 3 * H, doubled),
         )
     cs = x.new_empty(N, H)  # c̃_t, before zoneout
     ms = torch.empty_like(cs)  # m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
@@ -1266,9 +1287,8 @@ def lstm_kernel_run(
     c_done: List[Tensor] = []
     h, c = h0[:0], c0[:0]
     with KernelThreads(threads):
-        w_step = KernelStepWeight(
-            kernel_doubled_rows(w_hh, 2 * H, 3 * H), batch_sizes[0], len(gs)
-        )
+        w_hh = kernel_doubled_rows(w_hh, 2 * H, 3 * H, doubled)
+        w_step = KernelStepWeight(w_hh, batch_sizes[0], len(gs))
         for t in kernel_order(len(gs), reverse):
             size = batch_sizes[t]
             h_prev = kernel_state_rows(h, h0, size, h_done)
@@ -1276,14 +1296,8 @@ def lstm_kernel_run(
             h_mm = h_prev
             if rec_mask is not None:
                 h_mm = torch.mul(h_prev, rec_mask[:size], out=ins[t])
-            a = w_step.addmm_(gs[t], h_mm)  # (size, 4H) pre-activations, g doubled
-            i, f, g, o = a.chunk(4, 1)
-            if p_if is None:
-                a.sigmoid_()  # i, f, σ(2 a_g), o
-            else:  # i and f see c_{t-1}; o sees c̃_t, below
-                a[:, : 2 * H].view(size, 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
-                a[:, : 3 * H].sigmoid_()
-            g.mul_(k.two).sub_(k.one)  # tanh(a_g)
+            a = w_step.addmm_(gs[t], h_mm)  # (size, 4H) pre-activations
+            i, f, g, o = lstm_activate(a, c_prev, p_if, doubled, k)
             c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
             if p_o is not None:
                 o.addcmul_(c, p_o).sigmoid_()
@@ -1296,6 +1310,28 @@ def lstm_kernel_run(
                 h = h.lerp_(h_prev, zh[t])
     h_n, c_n = kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
     return gates, cs, ms, hs, zs, h_in, h_n, c_n
+
+
+def lstm_activate(
+    a: Tensor, c_prev: Tensor, p_if: Optional[Tensor], doubled: bool, k: KernelConstants
+) -> List[Tensor]:
+    """A step's gates i, f, g, o activated in place in its pre-activations a
+    (size, 4H); with peepholes p_if (2, H), i and f see c_{t-1} and o is left for
+    the caller (it sees c̃_t). With `doubled` weights (`kernel_doubled_rows`) one
+    sigmoid covers g too, which then is 2σ - 1 = tanh."""
+    H = a.shape[1] // 4
+    if p_if is not None:
+        a[:, : 2 * H].view(a.shape[0], 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
+    i, f, g, o = a.chunk(4, 1)
+    if doubled:
+        a[:, : 3 * H if p_if is not None else 4 * H].sigmoid_()
+        g.mul_(k.two).sub_(k.one)
+        return [i, f, g, o]
+    a[:, : 2 * H].sigmoid_()
+    kernel_tanh_into(g, g, k)
+    if p_if is None:
+        o.sigmoid_()
+    return [i, f, g, o]
 
 
 class LSTMBackward:

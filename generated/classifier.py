@@ -260,8 +260,9 @@ def kernel_onednn(x: Tensor) -> bool:
 
 
 def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once."""
-    if kernel_onednn(x):
+    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
+    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
         return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
     if bias is None:
         return torch.mm(x, w.t())
@@ -272,7 +273,7 @@ def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
     On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
     (on the caller's threads) rather than by autograd (on all of torch's)."""
-    if kernel_onednn(x):
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
         return kernel_linear(x.t(), dz.t()).t().contiguous()
     return dz.t() @ x
 
@@ -338,16 +339,29 @@ class KernelStepWeight:
         return out.addmm_(x, self.w.t())
 
 
-def kernel_doubled_rows(w: Optional[Tensor], start: int, stop: int) -> Optional[Tensor]:
-    """w (G, ·) or (G,) with its rows [start, stop) doubled, for the gates tanh
-    activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
+#: Steps from which a layer doubles the weights of its tanh gates (copies them):
+#: each step then saves a few small ops, ~30 steps' worth repays the copy.
+KERNEL_DOUBLE_STEPS = 32
+
+
+def kernel_doubles(batch_sizes: List[int]) -> bool:
+    """Whether a layer of these steps activates its tanh gates with a sigmoid, on
+    `kernel_doubled_rows` weights."""
+    return len(batch_sizes) >= KERNEL_DOUBLE_STEPS
+
+
+def kernel_doubled_rows(
+    w: Optional[Tensor], start: int, stop: int, doubled: bool
+) -> Optional[Tensor]:
+    """w (G, ·) or (G,) with its rows [start, stop) doubled if `doubled`, for the
+    gates tanh activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
     (`kernel_tanh`'s form), in one call with the sigmoid gates next to them. The
     same numbers: doubling is exact, and so doubles a product's terms and sums."""
-    if w is None:
-        return None
-    doubled = w.clone()
-    doubled[start:stop].mul_(2.0)
-    return doubled
+    if w is None or not doubled:
+        return w
+    twice = w.clone()
+    twice[start:stop].mul_(2.0)
+    return twice
 
 
 class KernelConstants:
@@ -358,6 +372,13 @@ class KernelConstants:
     def __init__(self, like: Tensor):
         self.one = like.new_full((), 1.0)
         self.two = like.new_full((), 2.0)
+
+
+def kernel_tanh_into(x: Tensor, out: Tensor, k: KernelConstants) -> Tensor:
+    """kernel_tanh(x, out) with `k`'s constants: the same numbers (x + x is 2x)."""
+    if x.device.type != "cpu":
+        return torch.tanh(x, out=out)
+    return torch.add(x, x, out=out).sigmoid_().mul_(k.two).sub_(k.one)
 
 
 def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -977,7 +998,7 @@ class KernelStackBase(KernelTorchPath):
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
             if not torch.jit.is_scripting():
-                if self.batch_first and not kernel_runs_plain(input):
+                if self.batch_first and kernel_batch_first_copies(input):
                     rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
                     out, states = self._kernel_stack(rows, hx, [batch] * steps)
                     return KernelBatchFirst.apply(out, steps, batch), states
@@ -1098,6 +1119,12 @@ class KernelBatchFirst(torch.autograd.Function):
         return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
 
 
+def kernel_batch_first_copies(input: Tensor) -> bool:
+    """Whether a padded batch-first input goes through `KernelBatchFirst`: in
+    eager mode, from 2^15 elements (below, torch copies on one thread anyway)."""
+    return input.numel() >= 2**15 and not kernel_runs_plain(input)
+
+
 def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
     """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
     (never a view of x, which a Function must not return)."""
@@ -1201,19 +1228,23 @@ def gru_kernel_run(
 ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """The eager forward of a GRU layer-direction.
 
-    Returns gates (N, 3H) (r, z, n activated), 2 (W_hn h_{t-1} + b_hn) (N, H),
+    Returns gates (N, 3H) (r, z, n activated), W_hn h_{t-1} + b_hn (N, H; twice
+    that with doubled weights),
     the outputs (N, H), the masked matmul inputs (N, H, with recurrent dropout,
-    else None), z' (N, H, with zoneout, else None) and the final state. The
-    n rows of the weights are doubled (`kernel_doubled_rows`): one sigmoid then
-    gives tanh. Threads as `lstm_kernel_run`'s.
+    else None), z' (N, H, with zoneout, else None) and the final state. From
+    `kernel_doubles` steps n's rows of the weights are doubled
+    (`kernel_doubled_rows`): a sigmoid then gives tanh. Threads as
+    `lstm_kernel_run`'s.
     """
     H, N = h0.shape[1], x.shape[0]
     big = kernel_threads(6.0 * N * x.shape[1] * H)
     threads = kernel_threads(6.0 * batch_sizes[0] * H * H)
+    doubled = kernel_doubles(batch_sizes)  # n's rows: a sigmoid for tanh
     with KernelThreads(big):
-        w_x = kernel_doubled_rows(w_ih, 2 * H, 3 * H)
-        gates = kernel_linear(x, w_x, kernel_doubled_rows(b_ih, 2 * H, 3 * H))
-    hns = x.new_empty(N, H)  # 2 (W_hn h_{t-1} + b_hn)
+        w_x = kernel_doubled_rows(w_ih, 2 * H, 3 * H, doubled)
+        b_x = kernel_doubled_rows(b_ih, 2 * H, 3 * H, doubled)
+        gates = kernel_linear(x, w_x, b_x)
+    hns = x.new_empty(N, H)  # W_hn h_{t-1} + b_hn (doubled or not)
     hs = x.new_empty(N, H)  # outputs
     gs, hns_, outs = (t.split(batch_sizes) for t in (gates, hns, hs))
     hms = None if rec_mask is None else torch.empty_like(hs)  # m ⊙ h_{t-1}
@@ -1229,10 +1260,10 @@ def gru_kernel_run(
     h = h0[:0]
     with KernelThreads(threads):
         w_step = KernelStepWeight(
-            kernel_doubled_rows(w_hh, 2 * H, 3 * H),
+            kernel_doubled_rows(w_hh, 2 * H, 3 * H, doubled),
             batch_sizes[0],
             len(gs),
-            kernel_doubled_rows(b_hh, 2 * H, 3 * H),
+            kernel_doubled_rows(b_hh, 2 * H, 3 * H, doubled),
         )
         for t in kernel_order(len(gs), reverse):
             size = batch_sizes[t]
@@ -1240,11 +1271,15 @@ def gru_kernel_run(
             h_in = h_prev
             if rec_mask is not None:
                 h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
-            hw = w_step.mm(h_in)  # (size, 3H) W_hh h + b_hh, n doubled
+            hw = w_step.mm(h_in)  # (size, 3H) W_hh h + b_hh
             a = gs[t]
             r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
             hn = hns_[t].copy_(hw[:, 2 * H :])
-            n = a[:, 2 * H :].addcmul_(r, hn).sigmoid_().mul_(k.two).sub_(k.one)
+            n = a[:, 2 * H :].addcmul_(r, hn)
+            if doubled:
+                n.sigmoid_().mul_(k.two).sub_(k.one)
+            else:
+                kernel_tanh_into(n, n, k)
             if zone_h is not None:  # z' = d + (1 - d) z; h_{t-1} exactly where d = 1
                 z = torch.addcmul(zones[t], keeps[t], z, out=zs_[t])
             h = torch.lerp(n, h_prev, z, out=outs[t])  # (1 - z) n + z h
@@ -1315,7 +1350,8 @@ def gru_span_steps(
     h_prev = kernel_prev_range(hs, h0, batch_sizes, offsets, reverse, span)
     rows = [None if t is None else t[r0:r1] for t in (zs, zone_h)]
     k = KernelConstants(h0)
-    carry = gru_span_factors(da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k)
+    doubled = kernel_doubles(batch_sizes)
+    carry = gru_span_factors(da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k, doubled)
     sizes = batch_sizes[t0:t1]
     das, dns, zz = da[r0:r1].split(sizes), dn[r0:r1].split(sizes), carry.split(sizes)
     d_outs = d_hs[r0:r1].split(sizes)
@@ -1338,14 +1374,16 @@ def gru_span_factors(
     zs: Optional[Tensor],
     zone: Optional[Tensor],
     k: KernelConstants,
+    doubled: bool,
 ) -> Tensor:
     """The GRU backward's factors q_a = da / dh_t of a span's rows, at once.
 
     P (rows, 3H) holds the rows' gates [r, z, n] and leaves holding
     [q_n (W_hn h + b_hn) σ'(r), q_z, q_n r], with q_n = (1 - z)(1 - n²) and
     q_z = (h_{t-1} - n) z (1 - z), each times 1 - d with zoneout; hn (rows, H)
-    holds 2 (W_hn h + b_hn) and leaves holding q_n. Returns the carry's factor
-    z (z' with zoneout: `zs`'s rows) as its own (rows, H) tensor.
+    holds W_hn h + b_hn (twice that if `doubled`) and leaves holding q_n.
+    Returns the carry's factor z (z' with zoneout: `zs`'s rows) as its own
+    (rows, H) tensor.
     """
     r, z, n = P.chunk(3, 1)
     q_n = torch.mul(n, n).neg_().add_(k.one)
@@ -1362,7 +1400,9 @@ def gru_span_factors(
     assert carry is not None
     z.copy_(q_z)
     torch.mul(q_n, r, out=n)
-    torch.addcmul(r, r, r, value=-1.0, out=r).mul_(q_n).mul_(hn).div_(k.two)
+    torch.addcmul(r, r, r, value=-1.0, out=r).mul_(q_n).mul_(hn)
+    if doubled:  # hn held 2 (W_hn h + b_hn)
+        r.div_(k.two)
     hn.copy_(q_n)
     return carry
 

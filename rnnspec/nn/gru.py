@@ -18,6 +18,7 @@ from .kernel import (
     KernelStepWeight,
     KernelThreads,
     kernel_doubled_rows,
+    kernel_doubles,
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
@@ -33,6 +34,7 @@ from .kernel import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+    kernel_tanh_into,
     kernel_threads,
     kernel_weight_grad,
 )
@@ -128,19 +130,23 @@ def gru_kernel_run(
 ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
     """The eager forward of a GRU layer-direction.
 
-    Returns gates (N, 3H) (r, z, n activated), 2 (W_hn h_{t-1} + b_hn) (N, H),
+    Returns gates (N, 3H) (r, z, n activated), W_hn h_{t-1} + b_hn (N, H; twice
+    that with doubled weights),
     the outputs (N, H), the masked matmul inputs (N, H, with recurrent dropout,
-    else None), z' (N, H, with zoneout, else None) and the final state. The
-    n rows of the weights are doubled (`kernel_doubled_rows`): one sigmoid then
-    gives tanh. Threads as `lstm_kernel_run`'s.
+    else None), z' (N, H, with zoneout, else None) and the final state. From
+    `kernel_doubles` steps n's rows of the weights are doubled
+    (`kernel_doubled_rows`): a sigmoid then gives tanh. Threads as
+    `lstm_kernel_run`'s.
     """
     H, N = h0.shape[1], x.shape[0]
     big = kernel_threads(6.0 * N * x.shape[1] * H)
     threads = kernel_threads(6.0 * batch_sizes[0] * H * H)
+    doubled = kernel_doubles(batch_sizes)  # n's rows: a sigmoid for tanh
     with KernelThreads(big):
-        w_x = kernel_doubled_rows(w_ih, 2 * H, 3 * H)
-        gates = kernel_linear(x, w_x, kernel_doubled_rows(b_ih, 2 * H, 3 * H))
-    hns = x.new_empty(N, H)  # 2 (W_hn h_{t-1} + b_hn)
+        w_x = kernel_doubled_rows(w_ih, 2 * H, 3 * H, doubled)
+        b_x = kernel_doubled_rows(b_ih, 2 * H, 3 * H, doubled)
+        gates = kernel_linear(x, w_x, b_x)
+    hns = x.new_empty(N, H)  # W_hn h_{t-1} + b_hn (doubled or not)
     hs = x.new_empty(N, H)  # outputs
     gs, hns_, outs = (t.split(batch_sizes) for t in (gates, hns, hs))
     hms = None if rec_mask is None else torch.empty_like(hs)  # m ⊙ h_{t-1}
@@ -156,10 +162,10 @@ def gru_kernel_run(
     h = h0[:0]
     with KernelThreads(threads):
         w_step = KernelStepWeight(
-            kernel_doubled_rows(w_hh, 2 * H, 3 * H),
+            kernel_doubled_rows(w_hh, 2 * H, 3 * H, doubled),
             batch_sizes[0],
             len(gs),
-            kernel_doubled_rows(b_hh, 2 * H, 3 * H),
+            kernel_doubled_rows(b_hh, 2 * H, 3 * H, doubled),
         )
         for t in kernel_order(len(gs), reverse):
             size = batch_sizes[t]
@@ -167,11 +173,15 @@ def gru_kernel_run(
             h_in = h_prev
             if rec_mask is not None:
                 h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
-            hw = w_step.mm(h_in)  # (size, 3H) W_hh h + b_hh, n doubled
+            hw = w_step.mm(h_in)  # (size, 3H) W_hh h + b_hh
             a = gs[t]
             r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
             hn = hns_[t].copy_(hw[:, 2 * H :])
-            n = a[:, 2 * H :].addcmul_(r, hn).sigmoid_().mul_(k.two).sub_(k.one)
+            n = a[:, 2 * H :].addcmul_(r, hn)
+            if doubled:
+                n.sigmoid_().mul_(k.two).sub_(k.one)
+            else:
+                kernel_tanh_into(n, n, k)
             if zone_h is not None:  # z' = d + (1 - d) z; h_{t-1} exactly where d = 1
                 z = torch.addcmul(zones[t], keeps[t], z, out=zs_[t])
             h = torch.lerp(n, h_prev, z, out=outs[t])  # (1 - z) n + z h
@@ -242,7 +252,8 @@ def gru_span_steps(
     h_prev = kernel_prev_range(hs, h0, batch_sizes, offsets, reverse, span)
     rows = [None if t is None else t[r0:r1] for t in (zs, zone_h)]
     k = KernelConstants(h0)
-    carry = gru_span_factors(da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k)
+    doubled = kernel_doubles(batch_sizes)
+    carry = gru_span_factors(da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k, doubled)
     sizes = batch_sizes[t0:t1]
     das, dns, zz = da[r0:r1].split(sizes), dn[r0:r1].split(sizes), carry.split(sizes)
     d_outs = d_hs[r0:r1].split(sizes)
@@ -265,14 +276,16 @@ def gru_span_factors(
     zs: Optional[Tensor],
     zone: Optional[Tensor],
     k: KernelConstants,
+    doubled: bool,
 ) -> Tensor:
     """The GRU backward's factors q_a = da / dh_t of a span's rows, at once.
 
     P (rows, 3H) holds the rows' gates [r, z, n] and leaves holding
     [q_n (W_hn h + b_hn) σ'(r), q_z, q_n r], with q_n = (1 - z)(1 - n²) and
     q_z = (h_{t-1} - n) z (1 - z), each times 1 - d with zoneout; hn (rows, H)
-    holds 2 (W_hn h + b_hn) and leaves holding q_n. Returns the carry's factor
-    z (z' with zoneout: `zs`'s rows) as its own (rows, H) tensor.
+    holds W_hn h + b_hn (twice that if `doubled`) and leaves holding q_n.
+    Returns the carry's factor z (z' with zoneout: `zs`'s rows) as its own
+    (rows, H) tensor.
     """
     r, z, n = P.chunk(3, 1)
     q_n = torch.mul(n, n).neg_().add_(k.one)
@@ -289,7 +302,9 @@ def gru_span_factors(
     assert carry is not None
     z.copy_(q_z)
     torch.mul(q_n, r, out=n)
-    torch.addcmul(r, r, r, value=-1.0, out=r).mul_(q_n).mul_(hn).div_(k.two)
+    torch.addcmul(r, r, r, value=-1.0, out=r).mul_(q_n).mul_(hn)
+    if doubled:  # hn held 2 (W_hn h + b_hn)
+        r.div_(k.two)
     hn.copy_(q_n)
     return carry
 

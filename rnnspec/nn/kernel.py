@@ -259,8 +259,9 @@ def kernel_onednn(x: Tensor) -> bool:
 
 
 def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once."""
-    if kernel_onednn(x):
+    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
+    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
         return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
     if bias is None:
         return torch.mm(x, w.t())
@@ -271,7 +272,7 @@ def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
     On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
     (on the caller's threads) rather than by autograd (on all of torch's)."""
-    if kernel_onednn(x):
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
         return kernel_linear(x.t(), dz.t()).t().contiguous()
     return dz.t() @ x
 
@@ -337,16 +338,29 @@ class KernelStepWeight:
         return out.addmm_(x, self.w.t())
 
 
-def kernel_doubled_rows(w: Optional[Tensor], start: int, stop: int) -> Optional[Tensor]:
-    """w (G, ·) or (G,) with its rows [start, stop) doubled, for the gates tanh
-    activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
+#: Steps from which a layer doubles the weights of its tanh gates (copies them):
+#: each step then saves a few small ops, ~30 steps' worth repays the copy.
+KERNEL_DOUBLE_STEPS = 32
+
+
+def kernel_doubles(batch_sizes: List[int]) -> bool:
+    """Whether a layer of these steps activates its tanh gates with a sigmoid, on
+    `kernel_doubled_rows` weights."""
+    return len(batch_sizes) >= KERNEL_DOUBLE_STEPS
+
+
+def kernel_doubled_rows(
+    w: Optional[Tensor], start: int, stop: int, doubled: bool
+) -> Optional[Tensor]:
+    """w (G, ·) or (G,) with its rows [start, stop) doubled if `doubled`, for the
+    gates tanh activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
     (`kernel_tanh`'s form), in one call with the sigmoid gates next to them. The
     same numbers: doubling is exact, and so doubles a product's terms and sums."""
-    if w is None:
-        return None
-    doubled = w.clone()
-    doubled[start:stop].mul_(2.0)
-    return doubled
+    if w is None or not doubled:
+        return w
+    twice = w.clone()
+    twice[start:stop].mul_(2.0)
+    return twice
 
 
 class KernelConstants:

@@ -18,6 +18,7 @@ from .kernel import (
     KernelStepWeight,
     KernelThreads,
     kernel_doubled_rows,
+    kernel_doubles,
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
@@ -166,11 +167,12 @@ def lstm_kernel_run(
     H, N, W = c0.shape[1], x.shape[0], h0.shape[1]
     big = kernel_threads(8.0 * N * x.shape[1] * H)
     threads = kernel_threads(8.0 * batch_sizes[0] * W * H)
+    doubled = kernel_doubles(batch_sizes)  # g's rows: one sigmoid for all gates
     with KernelThreads(big):
         gates = kernel_linear(
             x,
-            kernel_doubled_rows(w_ih, 2 * H, 3 * H),
-            kernel_doubled_rows(bias, 2 * H, 3 * H),
+            kernel_doubled_rows(w_ih, 2 * H, 3 * H, doubled),
+            kernel_doubled_rows(bias, 2 * H, 3 * H, doubled),
         )
     cs = x.new_empty(N, H)  # c̃_t, before zoneout
     ms = torch.empty_like(cs)  # m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
@@ -186,9 +188,8 @@ def lstm_kernel_run(
     c_done: List[Tensor] = []
     h, c = h0[:0], c0[:0]
     with KernelThreads(threads):
-        w_step = KernelStepWeight(
-            kernel_doubled_rows(w_hh, 2 * H, 3 * H), batch_sizes[0], len(gs)
-        )
+        w_hh = kernel_doubled_rows(w_hh, 2 * H, 3 * H, doubled)
+        w_step = KernelStepWeight(w_hh, batch_sizes[0], len(gs))
         for t in kernel_order(len(gs), reverse):
             size = batch_sizes[t]
             h_prev = kernel_state_rows(h, h0, size, h_done)
@@ -196,14 +197,8 @@ def lstm_kernel_run(
             h_mm = h_prev
             if rec_mask is not None:
                 h_mm = torch.mul(h_prev, rec_mask[:size], out=ins[t])
-            a = w_step.addmm_(gs[t], h_mm)  # (size, 4H) pre-activations, g doubled
-            i, f, g, o = a.chunk(4, 1)
-            if p_if is None:
-                a.sigmoid_()  # i, f, σ(2 a_g), o
-            else:  # i and f see c_{t-1}; o sees c̃_t, below
-                a[:, : 2 * H].view(size, 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
-                a[:, : 3 * H].sigmoid_()
-            g.mul_(k.two).sub_(k.one)  # tanh(a_g)
+            a = w_step.addmm_(gs[t], h_mm)  # (size, 4H) pre-activations
+            i, f, g, o = lstm_activate(a, c_prev, p_if, doubled, k)
             c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
             if p_o is not None:
                 o.addcmul_(c, p_o).sigmoid_()
@@ -216,6 +211,28 @@ def lstm_kernel_run(
                 h = h.lerp_(h_prev, zh[t])
     h_n, c_n = kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
     return gates, cs, ms, hs, zs, h_in, h_n, c_n
+
+
+def lstm_activate(
+    a: Tensor, c_prev: Tensor, p_if: Optional[Tensor], doubled: bool, k: KernelConstants
+) -> List[Tensor]:
+    """A step's gates i, f, g, o activated in place in its pre-activations a
+    (size, 4H); with peepholes p_if (2, H), i and f see c_{t-1} and o is left for
+    the caller (it sees c̃_t). With `doubled` weights (`kernel_doubled_rows`) one
+    sigmoid covers g too, which then is 2σ - 1 = tanh."""
+    H = a.shape[1] // 4
+    if p_if is not None:
+        a[:, : 2 * H].view(a.shape[0], 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
+    i, f, g, o = a.chunk(4, 1)
+    if doubled:
+        a[:, : 3 * H if p_if is not None else 4 * H].sigmoid_()
+        g.mul_(k.two).sub_(k.one)
+        return [i, f, g, o]
+    a[:, : 2 * H].sigmoid_()
+    kernel_tanh_into(g, g, k)
+    if p_if is None:
+        o.sigmoid_()
+    return [i, f, g, o]
 
 
 class LSTMBackward:

@@ -17,6 +17,7 @@ from .kernel import (
     KernelStepWeight,
     KernelThreads,
     kernel_doubled_rows,
+    kernel_doubles,
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
@@ -29,6 +30,7 @@ from .kernel import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+    kernel_tanh_into,
     kernel_threads,
     kernel_weight_grad,
 )
@@ -69,11 +71,10 @@ class RNNKernelFunction(torch.autograd.Function):
     ):
         H, N = h0.shape[1], x.shape[0]
         big = kernel_threads(2.0 * N * x.shape[1] * H)
-        with KernelThreads(big):  # tanh: doubled weights, then 2σ - 1
-            w_x = w_ih if relu else kernel_doubled_rows(w_ih, 0, H)
-            pre = kernel_linear(
-                x, w_x, bias if relu else kernel_doubled_rows(bias, 0, H)
-            )
+        doubled = not relu and kernel_doubles(batch_sizes)  # then tanh = 2σ - 1
+        with KernelThreads(big):
+            w_x = kernel_doubled_rows(w_ih, 0, H, doubled)
+            pre = kernel_linear(x, w_x, kernel_doubled_rows(bias, 0, H, doubled))
         hs = pre if zone_h is None else torch.empty_like(pre)  # (N, H) outputs
         hms = None if rec_mask is None else torch.empty_like(pre)  # m ⊙ h_{t-1}
         acts, outs = pre.split(batch_sizes), hs.split(batch_sizes)
@@ -83,7 +84,7 @@ class RNNKernelFunction(torch.autograd.Function):
         done: List[Tensor] = []
         h = h0[:0]
         with KernelThreads(kernel_threads(2.0 * batch_sizes[0] * H * H)):
-            w_h = w_hh if relu else kernel_doubled_rows(w_hh, 0, H)
+            w_h = kernel_doubled_rows(w_hh, 0, H, doubled)
             w_step = KernelStepWeight(w_h, batch_sizes[0], len(acts))
             for t in kernel_order(len(acts), reverse):
                 size = batch_sizes[t]
@@ -92,7 +93,12 @@ class RNNKernelFunction(torch.autograd.Function):
                 if rec_mask is not None:
                     h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
                 h = w_step.addmm_(acts[t], h_in)
-                h = h.relu_() if relu else h.sigmoid_().mul_(k.two).sub_(k.one)
+                if relu:
+                    h = h.relu_()
+                elif doubled:
+                    h = h.sigmoid_().mul_(k.two).sub_(k.one)
+                else:
+                    h = kernel_tanh_into(h, h, k)
                 if (
                     zone_h is not None
                 ):  # h̃ + d (h_{t-1} - h̃): h_{t-1} exactly where d = 1

@@ -442,7 +442,7 @@ class KernelStackBase(KernelTorchPath):
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
             if not torch.jit.is_scripting():
-                if self.batch_first and not kernel_runs_plain(input):
+                if self.batch_first and kernel_batch_first_copies(input):
                     rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
                     out, states = self._kernel_stack(rows, hx, [batch] * steps)
                     return KernelBatchFirst.apply(out, steps, batch), states
@@ -561,6 +561,12 @@ class KernelBatchFirst(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         steps, batch, to_rows = ctx.plan
         return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copies(input: Tensor) -> bool:
+    """Whether a padded batch-first input goes through `KernelBatchFirst`: in
+    eager mode, from 2^15 elements (below, torch copies on one thread anyway)."""
+    return input.numel() >= 2**15 and not kernel_runs_plain(input)
 
 
 def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:

@@ -9,17 +9,20 @@ from torch import nn
 from rnnspec.nn import kernel as kernel_module
 from rnnspec.nn.gru import CustomGRU
 from rnnspec.nn.kernel import (
+    KERNEL_DOUBLE_STEPS,
     KernelStepWeight,
     kernel_offsets,
     kernel_onednn,
     kernel_prev_range,
     kernel_prev_rows,
     kernel_prev_weight_grad,
+    kernel_project,
     kernel_spans,
 )
 from rnnspec.nn.lstm import CustomLSTM
 from rnnspec.nn.peephole import PeepholeLSTM
 from rnnspec.nn.rnn import CustomRNN
+from tests.nn.test_kernels import FUNCTIONS, _layer_inputs
 
 BATCH_SIZES = {"uniform": [3, 3, 3, 3], "packed": [4, 3, 3, 1, 1]}
 
@@ -164,9 +167,34 @@ def test_spans_cover_the_steps_in_backward_order(layout, reverse):
 
 def test_batch_first_output_is_its_own_contiguous_tensor():
     """Eager batch-first output: a copy (on the kernel's threads), not a view."""
-    model = CustomLSTM(5, 6, batch_first=True)
-    x = torch.randn(2, 3, 5, requires_grad=True)
+    model = CustomLSTM(64, 6, batch_first=True)
+    x = torch.randn(8, 64, 64, requires_grad=True)  # 2^15 elements: copied
     out, _ = model(x)
-    assert out.is_contiguous() and out.shape == (2, 3, 6)
+    assert out.is_contiguous() and out.shape == (8, 64, 6)
+    expected = model(x.transpose(0, 1).contiguous().transpose(0, 1))[0]
+    torch.testing.assert_close(out, expected)
     out.sum().backward()
     assert x.grad is not None and x.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "gru", "rnn"])
+def test_long_layers_double_their_tanh_gates(cell, reverse):
+    """From KERNEL_DOUBLE_STEPS steps a layer activates its tanh gates with a
+    sigmoid on doubled weights: the plain steps' numbers and gradients still."""
+    batch_sizes = [3] * (KERNEL_DOUBLE_STEPS - 4) + [2] * 5 + [1]
+    function, plain = FUNCTIONS[cell]
+    extra = (batch_sizes, reverse) + ((False,) if cell == "rnn" else ())
+    inputs = _layer_inputs(cell, batch_sizes)
+    got = function(*inputs, *extra)
+    expected = plain(kernel_project(*inputs[:3]), *inputs[3:], *extra)
+    gen = torch.Generator().manual_seed(0)
+    weights = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in got]
+    grads = [
+        torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), inputs)
+        for outs in (got, expected)
+    ]
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
