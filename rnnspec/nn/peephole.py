@@ -37,10 +37,10 @@ class PeepholeKernelFunction(torch.autograd.Function):
     """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
 
     As LSTMKernelFunction (with its optional projection w_hr and regularizer masks
-    rec_mask, zone_h, zone_c), plus the peephole paths in backward: dc̃_t += dz_o p_o
-    and dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over
-    all steps after the loop. With zoneout i and f see the zoned c_{t-1}, o the
-    un-zoned c̃_t.
+    rec_mask, zone_h, zone_c; the same `lstm_kernel_run` and `LSTMBackward`), plus
+    the peephole paths in backward: dc̃_t += dz_o p_o and dc_{t-1} += dz_i p_i +
+    dz_f p_f; the peephole gradients are reductions over each span's rows. With
+    zoneout i and f see the zoned c_{t-1}, o the un-zoned c̃_t.
     """
 
     @staticmethod

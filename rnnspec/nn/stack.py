@@ -30,9 +30,14 @@ runs:
   case where every step has the full batch;
 * in eager mode each layer-direction is a `torch.autograd.Function` with a hand-written
   backward: per-step gate gradients, then the weight gradient as one matmul over all
-  steps (as cuDNN does). Under TorchScript, torch.compile and export the same steps
-  run as plain autograd code: the same operations in the same order, so the results
-  agree to rounding (BLAS may round differently with the buffers' alignment). Asked
+  steps (as cuDNN does). Its products run on oneDNN for float32 on CPU (what torch's
+  own LSTM runs on; `kernel_onednn`), its steps on one thread unless a step's
+  product is large (a 17-MFLOP product split over threads stalls whenever another
+  process holds a core; `kernel_threads`), and its backward writes the gate
+  gradients over the gates it saved, a span of steps at a time, so that it needs
+  little memory beyond what forward saved. Under TorchScript, torch.compile and
+  export the same steps run as plain autograd code: the same operations, so the
+  results agree to rounding (oneDNN and BLAS round differently). Asked
   for a gradient with a graph (`create_graph=True`, as a gradient penalty is), the
   backward differentiates that plain code instead, so double backward is exact.
 
