@@ -103,10 +103,10 @@ def main(argv=None):
     print(
         f"B={B}, T={T}, input=hidden={size}, lengths uniform in [{max(1, T // 20)}, "
         f"{T}] (mean {lengths.float().mean():.0f}), float32, "
-        f"median of {args.repeats} repeats\n"
+        f"median of {args.repeats} repeats, {torch.get_num_threads()} threads\n"
     )
     print(
-        "| cell | dirs | pass | torch padded ms | torch packed ms | ours ms "
+        "| cell | layers × dirs | pass | torch padded ms | torch packed ms | ours ms "
         "| ours / padded | packed / ours |"
     )
     print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -129,7 +129,7 @@ def main(argv=None):
                 vs_padded = statistics.median(a / b for a, b in zip(me, pad))
                 vs_packed = statistics.median(b / a for a, b in zip(me, pac))
                 print(
-                    f"| {label} | {2 if bidirectional else 1} | {p} | "
+                    f"| {label} | 1 × {2 if bidirectional else 1} | {p} | "
                     f"{1e3 * statistics.median(pad):.1f} | "
                     f"{1e3 * statistics.median(pac):.1f} | "
                     f"{1e3 * statistics.median(me):.1f} | "

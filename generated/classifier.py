@@ -70,18 +70,77 @@ def kernel_final_rows(last: Tensor, finished: List[Tensor]) -> Tensor:
     return torch.cat(parts)
 
 
-def kernel_prev_rows(
-    seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
+def kernel_offsets(batch_sizes: List[int]) -> List[int]:
+    """The first packed row of every step, then the row count N."""
+    offsets = [0]
+    for size in batch_sizes:
+        offsets.append(offsets[-1] + size)
+    return offsets
+
+
+def kernel_prev_range(
+    seq: Tensor,
+    init: Tensor,
+    batch_sizes: List[int],
+    offsets: List[int],
+    reverse: bool,
+    span: Tuple[int, int],
 ) -> Tensor:
-    """(N, H): for every packed row, the state its step started from."""
-    seqs = seq.split(batch_sizes)
-    parts: List[Tensor] = [init] * len(seqs)
+    """`kernel_prev_rows` for the rows of steps span = [t0, t1) only: a view of
+    `seq` where the batch keeps its size (no copy), else a copy of those rows."""
+    t0, t1 = span
+    lo, hi = (t0 + 1, t1 + 1) if reverse else (t0 - 1, t1 - 1)  # their sources
+    if 0 <= lo and hi <= len(batch_sizes):
+        first, last = min(t0, lo), max(t1, hi)
+        if batch_sizes[first] == batch_sizes[last - 1]:
+            return seq[offsets[lo] : offsets[hi]]
+    parts: List[Tensor] = []
     unused: List[Tensor] = []
-    prev = init[:0]
-    for t in kernel_order(len(seqs), reverse):
-        parts[t] = kernel_state_rows(prev, init, batch_sizes[t], unused)
-        prev = seqs[t]
+    for t in range(t0, t1):
+        source = t + 1 if reverse else t - 1
+        prev = init[:0]
+        if 0 <= source < len(batch_sizes):
+            prev = seq[offsets[source] : offsets[source + 1]]
+        parts.append(kernel_state_rows(prev, init, batch_sizes[t], unused))
     return torch.cat(parts)
+
+
+def kernel_prev_weight_grad(
+    dz: Tensor, seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
+) -> Tensor:
+    """dzᵀ h_prev (G, H): a recurrent weight's gradient, h_prev the state each row's
+    step started from (`kernel_prev_rows`): the first-run step apart, and the other
+    steps at once from a view of `seq` where the batch keeps its size."""
+    offsets = kernel_offsets(batch_sizes)
+    steps = len(batch_sizes)
+    first = steps - 1 if reverse else 0
+    spans = [(first, first + 1)]
+    if steps > 1:
+        spans.append((0, steps - 1) if reverse else (1, steps))
+    grad: Optional[Tensor] = None
+    for span in spans:
+        prev = kernel_prev_range(seq, init, batch_sizes, offsets, reverse, span)
+        part = kernel_weight_grad(dz[offsets[span[0]] : offsets[span[1]]], prev)
+        grad = part if grad is None else grad.add_(part)
+    assert grad is not None
+    return grad
+
+
+def kernel_spans(batch_sizes: List[int], reverse: bool, parts: int) -> List[List[int]]:
+    """Step spans [t0, t1) of about N / parts rows each (at least one step), in the
+    order a backward runs the steps: its loop works on one span's factors at a time,
+    so that they never take more than a part of the saved rows' memory."""
+    offsets = kernel_offsets(batch_sizes)
+    rows = max(1, (offsets[-1] + parts - 1) // parts)
+    spans: List[List[int]] = []
+    t0 = 0
+    for t in range(1, len(batch_sizes) + 1):
+        if offsets[t] - offsets[t0] >= rows or t == len(batch_sizes):
+            spans.append([t0, t])
+            t0 = t
+    if not reverse:
+        spans.reverse()
+    return spans
 
 
 def kernel_state_rows_grad(
@@ -122,11 +181,13 @@ def kernel_input_grads(
     """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
 
     For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    dx comes last: oneDNN copies x for the weight's product, and the copy is gone
+    by then.
     """
     need = ctx.needs_input_grad
-    dx = dz @ w_ih if need[0] else None  # (N, input)
-    d_wih = dz.t() @ x if need[1] else None  # (G, input)
+    d_wih = kernel_weight_grad(dz, x) if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
+    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     return dx, d_wih, d_bias
 
 
@@ -163,6 +224,162 @@ def kernel_recompute_grads(
         next(found) if a is not None and need else None
         for a, need in zip(aliases, needs)
     ]
+
+
+#: Work below this many FLOPs per thread runs on one thread (see `kernel_threads`).
+KERNEL_FLOPS_PER_THREAD = 2e9
+
+
+#: Probed once: [whether torch's oneDNN linear runs here, whether ATen's threads
+#: are OpenMP's (whose thread count `torch.set_num_threads` changes at no cost)].
+KERNEL_BACKENDS: List[bool] = []
+
+
+def kernel_backends() -> List[bool]:
+    """`KERNEL_BACKENDS`, probed on first use."""
+    if not KERNEL_BACKENDS:
+        onednn = False
+        try:
+            x = torch.ones(2, 3)
+            y = torch.ops.mkldnn._linear_pointwise(x, x, None, "none", [], "")
+            onednn = bool(torch.equal(y, torch.full((2, 2), 3.0)))
+        except (AttributeError, NotImplementedError, RuntimeError):
+            pass
+        openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        KERNEL_BACKENDS.extend([onednn, openmp])
+    return KERNEL_BACKENDS
+
+
+def kernel_onednn(x: Tensor) -> bool:
+    """Whether x's products run on oneDNN (torch's `mkldnn._linear_pointwise`, what
+    torch's own CPU LSTM runs on): float32 on CPU, unless torch.backends.mkldnn is
+    off. On AMD CPUs torch.mm's MKL runs its AVX2 code, and oneDNN's products are
+    1.5-2.3× faster; other dtypes and devices take torch.mm."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    return kernel_backends()[0] and torch.backends.mkldnn.enabled
+
+
+def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
+    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    if bias is None:
+        return torch.mm(x, w.t())
+    return torch.addmm(bias, x, w.t())
+
+
+def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
+    """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
+    On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
+    (on the caller's threads) rather than by autograd (on all of torch's)."""
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
+        return kernel_linear(x.t(), dz.t()).t().contiguous()
+    return dz.t() @ x
+
+
+def kernel_threads(flops: float) -> int:
+    """How many of torch's threads a product of `flops` runs on: one per 2 GFLOP
+    (~10 ms of one core). A smaller share gains less than an OpenMP barrier costs
+    when another process holds a core: the team then waits out a scheduler slice
+    (ms), which made a step's 17-MFLOP product 20× slower on 2 threads."""
+    return max(1, min(torch.get_num_threads(), int(flops / KERNEL_FLOPS_PER_THREAD)))
+
+
+class KernelThreads:
+    """`with KernelThreads(n):` runs its block on n of torch's threads (n from
+    `kernel_threads`, taken outside any such block) and restores the count after
+    (ATen on OpenMP, whose count costs nothing to change; elsewhere a no-op)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.before = 0
+
+    def __enter__(self) -> "KernelThreads":
+        self.before = torch.get_num_threads()
+        if self.threads != self.before and kernel_backends()[1]:
+            torch.set_num_threads(self.threads)
+        else:
+            self.before = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.before:
+            torch.set_num_threads(self.before)
+
+
+class KernelStepWeight:
+    """A weight w (out, in) and bias for the per-step products x @ wᵀ (+ bias) of
+    one Function call, on oneDNN (`kernel_onednn`) from 2^19 multiply-adds a step
+    (below, its fixed cost outweighs the gain), packed into its layout once where
+    there are steps enough to repay that (~0.2 ms for 1024 × 256; a step then
+    costs 5-30% less)."""
+
+    def __init__(self, w: Tensor, rows: int, steps: int, bias: Optional[Tensor] = None):
+        self.onednn = rows * w.numel() >= 2**19 and kernel_onednn(w)
+        self.w = w
+        if self.onednn and steps >= 16:  # (contiguous first: ~5x faster to pack)
+            self.w = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), rows)
+        self.bias = bias
+
+    def mm(self, x: Tensor) -> Tensor:
+        """x @ wᵀ (+ bias), a new (rows, out) tensor."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(
+                x, self.w, self.bias, "none", [], ""
+            )
+        if self.bias is None:
+            return torch.mm(x, self.w.t())
+        return torch.addmm(self.bias, x, self.w.t())
+
+    def addmm_(self, out: Tensor, x: Tensor) -> Tensor:
+        """out += x @ wᵀ (+ bias), in place."""
+        if self.onednn or self.bias is not None:
+            return out.add_(self.mm(x))
+        return out.addmm_(x, self.w.t())
+
+
+#: Steps from which a layer doubles the weights of its tanh gates (copies them):
+#: each step then saves a few small ops, ~30 steps' worth repays the copy.
+KERNEL_DOUBLE_STEPS = 32
+
+
+def kernel_doubles(batch_sizes: List[int]) -> bool:
+    """Whether a layer of these steps activates its tanh gates with a sigmoid, on
+    `kernel_doubled_rows` weights."""
+    return len(batch_sizes) >= KERNEL_DOUBLE_STEPS
+
+
+def kernel_doubled_rows(
+    w: Optional[Tensor], start: int, stop: int, doubled: bool
+) -> Optional[Tensor]:
+    """w (G, ·) or (G,) with its rows [start, stop) doubled if `doubled`, for the
+    gates tanh activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
+    (`kernel_tanh`'s form), in one call with the sigmoid gates next to them. The
+    same numbers: doubling is exact, and so doubles a product's terms and sums."""
+    if w is None or not doubled:
+        return w
+    twice = w.clone()
+    twice[start:stop].mul_(2.0)
+    return twice
+
+
+class KernelConstants:
+    """The numbers a step's elementwise ops use, as 0-dim tensors of the layer's
+    dtype and device: a Python number costs every op a conversion (~1.5 µs, as much
+    as the op at B=8)."""
+
+    def __init__(self, like: Tensor):
+        self.one = like.new_full((), 1.0)
+        self.two = like.new_full((), 2.0)
+
+
+def kernel_tanh_into(x: Tensor, out: Tensor, k: KernelConstants) -> Tensor:
+    """kernel_tanh(x, out) with `k`'s constants: the same numbers (x + x is 2x)."""
+    if x.device.type != "cpu":
+        return torch.tanh(x, out=out)
+    return torch.add(x, x, out=out).sigmoid_().mul_(k.two).sub_(k.one)
 
 
 def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -893,6 +1110,11 @@ class KernelStackBase(KernelTorchPath):
         if hx is None:
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
+            if not torch.jit.is_scripting():
+                if self.batch_first and kernel_batch_first_copies(input):
+                    rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
+                    out, states = self._kernel_stack(rows, hx, [batch] * steps)
+                    return KernelBatchFirst.apply(out, steps, batch), states
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
                 x.reshape(steps * batch, size), hx, [batch] * steps
@@ -999,6 +1221,41 @@ class KernelStackBase(KernelTorchPath):
         return s
 
 
+class KernelBatchFirst(torch.autograd.Function):
+    """A batch-first (B, T, N) batch as time-major rows (T*B, N), or such rows
+    back as a batch-first (B, T, F) tensor: a copy either way (backward too), on
+    the threads its size earns (`kernel_threads`). Left to autograd, the backward's
+    copies would split over all of torch's threads, which stalls whenever another
+    process holds a core. Eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, steps: int, batch: int) -> Tensor:
+        ctx.plan = (steps, batch, x.dim() == 3)
+        return kernel_batch_first_copy(x, steps, batch, x.dim() == 3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        steps, batch, to_rows = ctx.plan
+        return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copies(input: Tensor) -> bool:
+    """Whether a padded batch-first input goes through `KernelBatchFirst`: in
+    eager mode, from 2^15 elements (below, torch copies on one thread anyway)."""
+    return input.numel() >= 2**15 and not kernel_runs_plain(input)
+
+
+def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
+    """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
+    (never a view of x, which a Function must not return)."""
+    with KernelThreads(kernel_threads(80.0 * x.numel())):  # ~ a product's time
+        if to_rows:
+            rows = x.new_empty(steps, batch, x.shape[2])
+            return rows.copy_(x.transpose(0, 1)).view(steps * batch, x.shape[2])
+        out = x.new_empty(batch, steps, x.shape[1])
+        return out.copy_(x.reshape(steps, batch, x.shape[1]).transpose(0, 1))
+
+
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
     if impl not in allowed:
         raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
@@ -1008,10 +1265,12 @@ def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
 class GRUKernelFunction(torch.autograd.Function):
     """One direction of one GRU layer; gates r, z, n as torch.
 
-    Forward projects every step's input into the gate buffer, which each step then
-    completes in place. Backward: with a = W_hh h_{t-1} + b_hh, every gradient of a
-    step is dh_t times a factor known from the forward (da = dh_t q_a), so a step
-    costs two elementwise ops and one matmul; the input side follows for all steps.
+    Forward (`gru_kernel_run`) projects every step's input into the gate buffer,
+    which each step then completes in place. Backward (`gru_kernel_backward`):
+    with a = W_hh h_{t-1} + b_hh, every gradient of a step is dh_t times a factor
+    known from the forward (da = dh_t q_a, formed a span of steps at a time by
+    `gru_span_factors`), so a step costs three elementwise ops and one matmul; the
+    input side follows for all steps.
 
     The regularizers (design section 9), None when off: `rec_mask` (B, H), sorted
     by length, scales the matmul's input only: a = W_hh (m ⊙ h_{t-1}) + b_hh (the
@@ -1035,51 +1294,22 @@ class GRUKernelFunction(torch.autograd.Function):
         rec_mask=None,
         zone_h=None,
     ):
-        H = h0.shape[1]
-        gates = kernel_project(x, w_ih, b_ih)  # (N, 3H): input part, then r, z, n
-        hws = torch.empty_like(gates)  # (N, 3H) W_hh h_{t-1} + b_hh
-        hs = x.new_empty(gates.shape[0], H)  # (N, H) outputs
-        gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
-        hms = None if rec_mask is None else torch.empty_like(hs)  # m ⊙ h_{t-1}
-        masked = outs if hms is None else hms.split(batch_sizes)
-        zs = None  # (N, H) z' = d + (1 - d) z, for the backward
-        zones = keeps = zs_ = outs  # unused without zoneout
-        if zone_h is not None:
-            zs = torch.empty_like(hs)
-            zones, keeps = zone_h.split(batch_sizes), (1 - zone_h).split(batch_sizes)
-            zs_ = zs.split(batch_sizes)
-        w_t = w_hh.t()
-        done: List[Tensor] = []
-        h = h0[:0]
-        for t in kernel_order(len(gs), reverse):
-            size = batch_sizes[t]
-            h_prev = kernel_state_rows(h, h0, size, done)
-            h_in = h_prev
-            if rec_mask is not None:
-                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
-            if b_hh is None:
-                hw = torch.mm(h_in, w_t, out=hws_[t])  # (size, 3H)
-            else:
-                hw = torch.addmm(b_hh, h_in, w_t, out=hws_[t])
-            a = gs[t]
-            r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
-            n = a[:, 2 * H :].addcmul_(r, hw[:, 2 * H :])
-            kernel_tanh(n, out=n)
-            if zone_h is None:
-                h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
-            else:  # z' = d + (1 - d) z; lerp: h_{t-1} exactly where d = 1
-                z = torch.addcmul(zones[t], keeps[t], z, out=zs_[t])
-                h = torch.lerp(n, h_prev, z, out=outs[t])
+        run = gru_kernel_run(
+            x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
+        )
+        gates, hns, hs, hms, zs, h_n = run
         ctx.save_for_backward(
-            x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs, hms, zs, rec_mask, zone_h
+            x, w_ih, b_ih, w_hh, b_hh, h0, gates, hns, hs, hms, zs, rec_mask, zone_h
         )
         ctx.plan = (batch_sizes, reverse)
-        return hs, kernel_final_rows(h, done)
+        ctx.spent = False
+        return hs, h_n
 
     @staticmethod
     def backward(ctx, d_hs, d_hn):
-        x, w_ih, b_ih, w_hh, b_hh, h0, gates, hws, hs = ctx.saved_tensors[:9]
-        hms, zs, rec_mask, zone_h = ctx.saved_tensors[9:]
+        saved = list(ctx.saved_tensors)
+        x, w_ih, b_ih, w_hh, b_hh, h0 = saved[:6]
+        rec_mask, zone_h = saved[11:]
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
@@ -1094,41 +1324,207 @@ class GRUKernelFunction(torch.autograd.Function):
                 plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
             )
             return (*grads, None, None, None, None)
-        H = h0.shape[1]
-        r, z, n = gates.chunk(3, 1)
-        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H)
-        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
-        q_z = (h_prev - n) * z * (1 - z)  # d pre-σ z / dh̃_t
-        if zone_h is not None:  # dh̃_t = (1 - d) dh_t; z' in place of z
-            keep = 1 - zone_h
-            q_n.mul_(keep)
-            q_z.mul_(keep)
-            z = zs
-        da = torch.cat([q_n * hws[:, 2 * H :] * r * (1 - r), q_z, q_n * r], 1)
-        # da: (N, 3H) da / dh_t; each step multiplies its rows by dh in place
-        dhs = torch.empty_like(hs)  # (N, H) total gradient of each h_t
-        d_outs, das, dhs_, zs_ = (t.split(batch_sizes) for t in (d_hs, da, dhs, z))
-        init_grads: List[Tensor] = []
-        dh = d_hn[:0]  # gradient of the state the next-run step started from
-        for t in kernel_order(len(das), not reverse):
-            size = batch_sizes[t]
-            dh = torch.add(
-                kernel_state_rows_grad(dh, d_hn, size, init_grads),
-                d_outs[t],
-                out=dhs_[t],
+        if ctx.spent:  # backward again (retain_graph): the first wrote over these
+            run = gru_kernel_run(
+                x, w_ih, b_ih, w_hh, b_hh, h0, batch_sizes, reverse, rec_mask, zone_h
             )
-            das[t].view(size, 3, H).mul_(dh.unsqueeze(1))
-            if rec_mask is None:
-                dh = torch.addmm(dh * zs_[t], das[t], w_hh)  # (size, H)
+            saved[6], saved[7] = run[0], run[1]
+        ctx.spent = True
+        grads = gru_kernel_backward(ctx, saved, d_hs, d_hn)
+        return (*grads, None, None, None, None)
+
+
+def gru_kernel_run(
+    x: Tensor,
+    w_ih: Tensor,
+    b_ih: Optional[Tensor],
+    w_hh: Tensor,
+    b_hh: Optional[Tensor],
+    h0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    rec_mask: Optional[Tensor],
+    zone_h: Optional[Tensor],
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor], Tensor]:
+    """The eager forward of a GRU layer-direction.
+
+    Returns gates (N, 3H) (r, z, n activated), W_hn h_{t-1} + b_hn (N, H; twice
+    that with doubled weights),
+    the outputs (N, H), the masked matmul inputs (N, H, with recurrent dropout,
+    else None), z' (N, H, with zoneout, else None) and the final state. From
+    `kernel_doubles` steps n's rows of the weights are doubled
+    (`kernel_doubled_rows`): a sigmoid then gives tanh. Threads as
+    `lstm_kernel_run`'s.
+    """
+    H, N = h0.shape[1], x.shape[0]
+    big = kernel_threads(6.0 * N * x.shape[1] * H)
+    threads = kernel_threads(6.0 * batch_sizes[0] * H * H)
+    doubled = kernel_doubles(batch_sizes)  # n's rows: a sigmoid for tanh
+    with KernelThreads(big):
+        w_x = kernel_doubled_rows(w_ih, 2 * H, 3 * H, doubled)
+        b_x = kernel_doubled_rows(b_ih, 2 * H, 3 * H, doubled)
+        gates = kernel_linear(x, w_x, b_x)
+    hns = x.new_empty(N, H)  # W_hn h_{t-1} + b_hn (doubled or not)
+    hs = x.new_empty(N, H)  # outputs
+    gs, hns_, outs = (t.split(batch_sizes) for t in (gates, hns, hs))
+    hms = None if rec_mask is None else torch.empty_like(hs)  # m ⊙ h_{t-1}
+    masked = outs if hms is None else hms.split(batch_sizes)
+    zs = None  # (N, H) z' = d + (1 - d) z, for the backward
+    zones = keeps = zs_ = outs  # unused without zoneout
+    if zone_h is not None:
+        zs = torch.empty_like(hs)
+        zones, keeps = zone_h.split(batch_sizes), (1 - zone_h).split(batch_sizes)
+        zs_ = zs.split(batch_sizes)
+    k = KernelConstants(x)
+    done: List[Tensor] = []
+    h = h0[:0]
+    with KernelThreads(threads):
+        w_step = KernelStepWeight(
+            kernel_doubled_rows(w_hh, 2 * H, 3 * H, doubled),
+            batch_sizes[0],
+            len(gs),
+            kernel_doubled_rows(b_hh, 2 * H, 3 * H, doubled),
+        )
+        for t in kernel_order(len(gs), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, done)
+            h_in = h_prev
+            if rec_mask is not None:
+                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
+            hw = w_step.mm(h_in)  # (size, 3H) W_hh h + b_hh
+            a = gs[t]
+            r, z = a[:, : 2 * H].add_(hw[:, : 2 * H]).sigmoid_().chunk(2, 1)
+            hn = hns_[t].copy_(hw[:, 2 * H :])
+            n = a[:, 2 * H :].addcmul_(r, hn)
+            if doubled:
+                n.sigmoid_().mul_(k.two).sub_(k.one)
             else:
-                dh = torch.mm(das[t], w_hh).mul_(rec_mask[:size]).addcmul_(dh, zs_[t])
+                kernel_tanh_into(n, n, k)
+            if zone_h is not None:  # z' = d + (1 - d) z; h_{t-1} exactly where d = 1
+                z = torch.addcmul(zones[t], keeps[t], z, out=zs_[t])
+            h = torch.lerp(n, h_prev, z, out=outs[t])  # (1 - z) n + z h
+    return gates, hns, hs, hms, zs, kernel_final_rows(h, done)
+
+
+def gru_kernel_backward(
+    ctx, saved: List[Optional[Tensor]], d_hs: Tensor, d_hn: Tensor
+) -> Tuple[Optional[Tensor], ...]:
+    """GRUKernelFunction's first-order backward: the gradients of its six tensors.
+
+    A span of steps at a time (`kernel_spans`), `gru_span_factors` writes the
+    factors q_a over the span's saved gates (then the steps scale them by dh_t
+    into the gradients da) and the input side's n factor over its saved W_hn h:
+    so the backward's temporaries stay within a quarter of what forward saved (a
+    second backward through the graph recomputes them, `ctx.spent`).
+    """
+    x, w_ih, _, w_hh, _, h0, gates, hns, hs, hms, zs, rec_mask, zone_h = saved
+    assert x is not None and w_ih is not None and w_hh is not None and h0 is not None
+    assert gates is not None and hns is not None and hs is not None
+    batch_sizes, reverse = ctx.plan
+    H, N = h0.shape[1], x.shape[0]
+    # written over in place (`.data`: their own version counters, so that a second
+    # backward can still read what was saved): da (N, 3H), and dn (N, H) the input
+    # side's gradient of n's pre-activation (r does not scale it)
+    da, dn = gates.data, hns.data
+    init_grads: List[Tensor] = []
+    with KernelThreads(kernel_threads(6.0 * batch_sizes[0] * H * H)):
+        w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(batch_sizes))
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        for span in kernel_spans(batch_sizes, reverse, 4):
+            factors = (da, dn, hs, h0, zs, zone_h)
+            dh = gru_span_steps(
+                ctx, span, factors, w_back, rec_mask, (dh, d_hs, d_hn), init_grads
+            )
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        d_whh = da.t() @ (h_prev if hms is None else hms)  # (3H, H)
+    del w_back  # packed: gone before the weights' products
+    with KernelThreads(kernel_threads(6.0 * N * x.shape[1] * H)):
+        if hms is None:
+            d_whh = kernel_prev_weight_grad(da, hs, h0, batch_sizes, reverse)
+        else:
+            d_whh = kernel_weight_grad(da, hms)  # (3H, H)
         d_bhh = da.sum(0) if ctx.needs_input_grad[4] else None
-        torch.mul(dhs, q_n, out=da[:, 2 * H :])  # da is now the input side's gradient
+        da[:, 2 * H :].copy_(dn)  # da is now the input side's gradient
         dx, d_wih, d_bih = kernel_input_grads(ctx, da, x, w_ih)
-        dh0 = kernel_init_grad(init_grads)
-        return dx, d_wih, d_bih, d_whh, d_bhh, dh0, None, None, None, None
+    return dx, d_wih, d_bih, d_whh, d_bhh, kernel_init_grad(init_grads)
+
+
+def gru_span_steps(
+    ctx,
+    span: List[int],
+    factors: Tuple[Tensor, Tensor, Tensor, Tensor, Optional[Tensor], Optional[Tensor]],
+    w_back: KernelStepWeight,
+    rec_mask: Optional[Tensor],
+    grads: Tuple[Tensor, Tensor, Tensor],
+    init_grads: List[Tensor],
+) -> Tensor:
+    """The steps t0..t1-1 of `span` in the order they run backwards, after their
+    factors (`gru_span_factors`); returns the gradient of the state the last-run
+    step started from. `factors`: da, dn, the outputs, h0, z' and the zoneout
+    masks (None without); `grads`: that gradient so far, d_hs and d_hn."""
+    da, dn, hs, h0, zs, zone_h = factors
+    dh, d_hs, d_hn = grads
+    batch_sizes, reverse = ctx.plan
+    t0, t1 = span
+    H, offsets = h0.shape[1], kernel_offsets(batch_sizes)
+    r0, r1 = offsets[t0], offsets[t1]
+    h_prev = kernel_prev_range(hs, h0, batch_sizes, offsets, reverse, span)
+    rows = [None if t is None else t[r0:r1] for t in (zs, zone_h)]
+    k = KernelConstants(h0)
+    doubled = kernel_doubles(batch_sizes)
+    carry = gru_span_factors(da[r0:r1], dn[r0:r1], h_prev, rows[0], rows[1], k, doubled)
+    sizes = batch_sizes[t0:t1]
+    das, dns, zz = da[r0:r1].split(sizes), dn[r0:r1].split(sizes), carry.split(sizes)
+    d_outs = d_hs[r0:r1].split(sizes)
+    for t in range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1):
+        size, j = batch_sizes[t], t - t0
+        dh = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[j]
+        das[j].view(size, 3, H).mul_(dh.unsqueeze(1))
+        dns[j].mul_(dh)
+        grad = w_back.mm(das[j])  # (size, H)
+        if rec_mask is not None:
+            grad.mul_(rec_mask[:size])
+        dh = grad.addcmul_(dh, zz[j])
+    return dh
+
+
+def gru_span_factors(
+    P: Tensor,
+    hn: Tensor,
+    h_prev: Tensor,
+    zs: Optional[Tensor],
+    zone: Optional[Tensor],
+    k: KernelConstants,
+    doubled: bool,
+) -> Tensor:
+    """The GRU backward's factors q_a = da / dh_t of a span's rows, at once.
+
+    P (rows, 3H) holds the rows' gates [r, z, n] and leaves holding
+    [q_n (W_hn h + b_hn) σ'(r), q_z, q_n r], with q_n = (1 - z)(1 - n²) and
+    q_z = (h_{t-1} - n) z (1 - z), each times 1 - d with zoneout; hn (rows, H)
+    holds W_hn h + b_hn (twice that if `doubled`) and leaves holding q_n.
+    Returns the carry's factor z (z' with zoneout: `zs`'s rows) as its own
+    (rows, H) tensor.
+    """
+    r, z, n = P.chunk(3, 1)
+    q_n = torch.mul(n, n).neg_().add_(k.one)
+    q_n.addcmul_(q_n, z, value=-1.0)  # (1 - z)(1 - n²)
+    q_z = torch.sub(h_prev, n).mul_(z)
+    q_z.addcmul_(q_z, z, value=-1.0)  # (h_{t-1} - n) z (1 - z)
+    carry = zs
+    if zone is not None:
+        keep = 1 - zone
+        q_n.mul_(keep)
+        q_z.mul_(keep)
+    else:
+        carry = z.clone(memory_format=torch.contiguous_format)
+    assert carry is not None
+    z.copy_(q_z)
+    torch.mul(q_n, r, out=n)
+    torch.addcmul(r, r, r, value=-1.0, out=r).mul_(q_n).mul_(hn)
+    if doubled:  # hn held 2 (W_hn h + b_hn)
+        r.div_(k.two)
+    hn.copy_(q_n)
+    return carry
 
 
 def gru_kernel_plain(

@@ -85,6 +85,79 @@ def kernel_prev_rows(
     return torch.cat(parts)
 
 
+def kernel_offsets(batch_sizes: List[int]) -> List[int]:
+    """The first packed row of every step, then the row count N."""
+    offsets = [0]
+    for size in batch_sizes:
+        offsets.append(offsets[-1] + size)
+    return offsets
+
+
+def kernel_prev_range(
+    seq: Tensor,
+    init: Tensor,
+    batch_sizes: List[int],
+    offsets: List[int],
+    reverse: bool,
+    span: Tuple[int, int],
+) -> Tensor:
+    """`kernel_prev_rows` for the rows of steps span = [t0, t1) only: a view of
+    `seq` where the batch keeps its size (no copy), else a copy of those rows."""
+    t0, t1 = span
+    lo, hi = (t0 + 1, t1 + 1) if reverse else (t0 - 1, t1 - 1)  # their sources
+    if 0 <= lo and hi <= len(batch_sizes):
+        first, last = min(t0, lo), max(t1, hi)
+        if batch_sizes[first] == batch_sizes[last - 1]:
+            return seq[offsets[lo] : offsets[hi]]
+    parts: List[Tensor] = []
+    unused: List[Tensor] = []
+    for t in range(t0, t1):
+        source = t + 1 if reverse else t - 1
+        prev = init[:0]
+        if 0 <= source < len(batch_sizes):
+            prev = seq[offsets[source] : offsets[source + 1]]
+        parts.append(kernel_state_rows(prev, init, batch_sizes[t], unused))
+    return torch.cat(parts)
+
+
+def kernel_prev_weight_grad(
+    dz: Tensor, seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
+) -> Tensor:
+    """dzᵀ h_prev (G, H): a recurrent weight's gradient, h_prev the state each row's
+    step started from (`kernel_prev_rows`): the first-run step apart, and the other
+    steps at once from a view of `seq` where the batch keeps its size."""
+    offsets = kernel_offsets(batch_sizes)
+    steps = len(batch_sizes)
+    first = steps - 1 if reverse else 0
+    spans = [(first, first + 1)]
+    if steps > 1:
+        spans.append((0, steps - 1) if reverse else (1, steps))
+    grad: Optional[Tensor] = None
+    for span in spans:
+        prev = kernel_prev_range(seq, init, batch_sizes, offsets, reverse, span)
+        part = kernel_weight_grad(dz[offsets[span[0]] : offsets[span[1]]], prev)
+        grad = part if grad is None else grad.add_(part)
+    assert grad is not None
+    return grad
+
+
+def kernel_spans(batch_sizes: List[int], reverse: bool, parts: int) -> List[List[int]]:
+    """Step spans [t0, t1) of about N / parts rows each (at least one step), in the
+    order a backward runs the steps: its loop works on one span's factors at a time,
+    so that they never take more than a part of the saved rows' memory."""
+    offsets = kernel_offsets(batch_sizes)
+    rows = max(1, (offsets[-1] + parts - 1) // parts)
+    spans: List[List[int]] = []
+    t0 = 0
+    for t in range(1, len(batch_sizes) + 1):
+        if offsets[t] - offsets[t0] >= rows or t == len(batch_sizes):
+            spans.append([t0, t])
+            t0 = t
+    if not reverse:
+        spans.reverse()
+    return spans
+
+
 def kernel_state_rows_grad(
     grad: Tensor, final_grad: Tensor, size: int, init_grads: List[Tensor]
 ) -> Tensor:
@@ -123,11 +196,13 @@ def kernel_input_grads(
     """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
 
     For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    dx comes last: oneDNN copies x for the weight's product, and the copy is gone
+    by then.
     """
     need = ctx.needs_input_grad
-    dx = dz @ w_ih if need[0] else None  # (N, input)
-    d_wih = dz.t() @ x if need[1] else None  # (G, input)
+    d_wih = kernel_weight_grad(dz, x) if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
+    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     return dx, d_wih, d_bias
 
 
@@ -164,6 +239,162 @@ def kernel_recompute_grads(
         next(found) if a is not None and need else None
         for a, need in zip(aliases, needs)
     ]
+
+
+#: Work below this many FLOPs per thread runs on one thread (see `kernel_threads`).
+KERNEL_FLOPS_PER_THREAD = 2e9
+
+
+#: Probed once: [whether torch's oneDNN linear runs here, whether ATen's threads
+#: are OpenMP's (whose thread count `torch.set_num_threads` changes at no cost)].
+KERNEL_BACKENDS: List[bool] = []
+
+
+def kernel_backends() -> List[bool]:
+    """`KERNEL_BACKENDS`, probed on first use."""
+    if not KERNEL_BACKENDS:
+        onednn = False
+        try:
+            x = torch.ones(2, 3)
+            y = torch.ops.mkldnn._linear_pointwise(x, x, None, "none", [], "")
+            onednn = bool(torch.equal(y, torch.full((2, 2), 3.0)))
+        except (AttributeError, NotImplementedError, RuntimeError):
+            pass
+        openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        KERNEL_BACKENDS.extend([onednn, openmp])
+    return KERNEL_BACKENDS
+
+
+def kernel_onednn(x: Tensor) -> bool:
+    """Whether x's products run on oneDNN (torch's `mkldnn._linear_pointwise`, what
+    torch's own CPU LSTM runs on): float32 on CPU, unless torch.backends.mkldnn is
+    off. On AMD CPUs torch.mm's MKL runs its AVX2 code, and oneDNN's products are
+    1.5-2.3× faster; other dtypes and devices take torch.mm."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    return kernel_backends()[0] and torch.backends.mkldnn.enabled
+
+
+def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
+    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    if bias is None:
+        return torch.mm(x, w.t())
+    return torch.addmm(bias, x, w.t())
+
+
+def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
+    """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
+    On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
+    (on the caller's threads) rather than by autograd (on all of torch's)."""
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
+        return kernel_linear(x.t(), dz.t()).t().contiguous()
+    return dz.t() @ x
+
+
+def kernel_threads(flops: float) -> int:
+    """How many of torch's threads a product of `flops` runs on: one per 2 GFLOP
+    (~10 ms of one core). A smaller share gains less than an OpenMP barrier costs
+    when another process holds a core: the team then waits out a scheduler slice
+    (ms), which made a step's 17-MFLOP product 20× slower on 2 threads."""
+    return max(1, min(torch.get_num_threads(), int(flops / KERNEL_FLOPS_PER_THREAD)))
+
+
+class KernelThreads:
+    """`with KernelThreads(n):` runs its block on n of torch's threads (n from
+    `kernel_threads`, taken outside any such block) and restores the count after
+    (ATen on OpenMP, whose count costs nothing to change; elsewhere a no-op)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.before = 0
+
+    def __enter__(self) -> "KernelThreads":
+        self.before = torch.get_num_threads()
+        if self.threads != self.before and kernel_backends()[1]:
+            torch.set_num_threads(self.threads)
+        else:
+            self.before = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.before:
+            torch.set_num_threads(self.before)
+
+
+class KernelStepWeight:
+    """A weight w (out, in) and bias for the per-step products x @ wᵀ (+ bias) of
+    one Function call, on oneDNN (`kernel_onednn`) from 2^19 multiply-adds a step
+    (below, its fixed cost outweighs the gain), packed into its layout once where
+    there are steps enough to repay that (~0.2 ms for 1024 × 256; a step then
+    costs 5-30% less)."""
+
+    def __init__(self, w: Tensor, rows: int, steps: int, bias: Optional[Tensor] = None):
+        self.onednn = rows * w.numel() >= 2**19 and kernel_onednn(w)
+        self.w = w
+        if self.onednn and steps >= 16:  # (contiguous first: ~5x faster to pack)
+            self.w = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), rows)
+        self.bias = bias
+
+    def mm(self, x: Tensor) -> Tensor:
+        """x @ wᵀ (+ bias), a new (rows, out) tensor."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(
+                x, self.w, self.bias, "none", [], ""
+            )
+        if self.bias is None:
+            return torch.mm(x, self.w.t())
+        return torch.addmm(self.bias, x, self.w.t())
+
+    def addmm_(self, out: Tensor, x: Tensor) -> Tensor:
+        """out += x @ wᵀ (+ bias), in place."""
+        if self.onednn or self.bias is not None:
+            return out.add_(self.mm(x))
+        return out.addmm_(x, self.w.t())
+
+
+#: Steps from which a layer doubles the weights of its tanh gates (copies them):
+#: each step then saves a few small ops, ~30 steps' worth repays the copy.
+KERNEL_DOUBLE_STEPS = 32
+
+
+def kernel_doubles(batch_sizes: List[int]) -> bool:
+    """Whether a layer of these steps activates its tanh gates with a sigmoid, on
+    `kernel_doubled_rows` weights."""
+    return len(batch_sizes) >= KERNEL_DOUBLE_STEPS
+
+
+def kernel_doubled_rows(
+    w: Optional[Tensor], start: int, stop: int, doubled: bool
+) -> Optional[Tensor]:
+    """w (G, ·) or (G,) with its rows [start, stop) doubled if `doubled`, for the
+    gates tanh activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
+    (`kernel_tanh`'s form), in one call with the sigmoid gates next to them. The
+    same numbers: doubling is exact, and so doubles a product's terms and sums."""
+    if w is None or not doubled:
+        return w
+    twice = w.clone()
+    twice[start:stop].mul_(2.0)
+    return twice
+
+
+class KernelConstants:
+    """The numbers a step's elementwise ops use, as 0-dim tensors of the layer's
+    dtype and device: a Python number costs every op a conversion (~1.5 µs, as much
+    as the op at B=8)."""
+
+    def __init__(self, like: Tensor):
+        self.one = like.new_full((), 1.0)
+        self.two = like.new_full((), 2.0)
+
+
+def kernel_tanh_into(x: Tensor, out: Tensor, k: KernelConstants) -> Tensor:
+    """kernel_tanh(x, out) with `k`'s constants: the same numbers (x + x is 2x)."""
+    if x.device.type != "cpu":
+        return torch.tanh(x, out=out)
+    return torch.add(x, x, out=out).sigmoid_().mul_(k.two).sub_(k.one)
 
 
 def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:
@@ -894,6 +1125,11 @@ class KernelStackBase(KernelTorchPath):
         if hx is None:
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
+            if not torch.jit.is_scripting():
+                if self.batch_first and kernel_batch_first_copies(input):
+                    rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
+                    out, states = self._kernel_stack(rows, hx, [batch] * steps)
+                    return KernelBatchFirst.apply(out, steps, batch), states
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
                 x.reshape(steps * batch, size), hx, [batch] * steps
@@ -1000,6 +1236,41 @@ class KernelStackBase(KernelTorchPath):
         return s
 
 
+class KernelBatchFirst(torch.autograd.Function):
+    """A batch-first (B, T, N) batch as time-major rows (T*B, N), or such rows
+    back as a batch-first (B, T, F) tensor: a copy either way (backward too), on
+    the threads its size earns (`kernel_threads`). Left to autograd, the backward's
+    copies would split over all of torch's threads, which stalls whenever another
+    process holds a core. Eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, steps: int, batch: int) -> Tensor:
+        ctx.plan = (steps, batch, x.dim() == 3)
+        return kernel_batch_first_copy(x, steps, batch, x.dim() == 3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        steps, batch, to_rows = ctx.plan
+        return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copies(input: Tensor) -> bool:
+    """Whether a padded batch-first input goes through `KernelBatchFirst`: in
+    eager mode, from 2^15 elements (below, torch copies on one thread anyway)."""
+    return input.numel() >= 2**15 and not kernel_runs_plain(input)
+
+
+def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
+    """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
+    (never a view of x, which a Function must not return)."""
+    with KernelThreads(kernel_threads(80.0 * x.numel())):  # ~ a product's time
+        if to_rows:
+            rows = x.new_empty(steps, batch, x.shape[2])
+            return rows.copy_(x.transpose(0, 1)).view(steps * batch, x.shape[2])
+        out = x.new_empty(batch, steps, x.shape[1])
+        return out.copy_(x.reshape(steps, batch, x.shape[1]).transpose(0, 1))
+
+
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
     if impl not in allowed:
         raise ValueError(f"impl must be one of {allowed}, got {impl!r}")
@@ -1009,13 +1280,13 @@ def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
 class LSTMKernelFunction(torch.autograd.Function):
     """One direction of one LSTM layer; gates i, f, g, o as torch.
 
-    Forward projects every step's input into the gate buffer, which each step then
-    completes in place; it saves the activated gates and c_t. Backward first forms,
-    for all steps at once, every factor that does not depend on the recurrence
-    (`lstm_backward_factors`):
+    Forward (`lstm_kernel_run`) projects every step's input into the gate buffer,
+    which each step then completes in place; it saves the activated gates and c_t.
+    Backward (`LSTMBackward`) forms, a span of steps at a time, every factor that
+    does not depend on the recurrence (`lstm_span_factors`):
         dz_{i,f,g} = dc_t P_{i,f,g},   dz_o = dm_t P_o,   dc_t += dm_t K
-    so a step costs one matmul and five small elementwise ops; each weight gradient
-    is then one matmul over all steps.
+    so a step costs one matmul and a few small elementwise ops; each weight
+    gradient is then one matmul over all steps.
 
     With a projection `w_hr` (P, H), torch's proj_size: m_t = o ⊙ tanh(c_t) and
     h_t = W_hr m_t, so h is P wide; a step adds the matmul to h_t (forward) and
@@ -1046,52 +1317,20 @@ class LSTMKernelFunction(torch.autograd.Function):
         zone_h=None,
         zone_c=None,
     ):
-        H = c0.shape[1]
-        gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
-        cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t, before zoneout
-        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
-        hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
-        zs = cs if zone_c is None else torch.empty_like(cs)  # (N, H) zoned c_t
-        h_in = lstm_masked_rows(hs, rec_mask)  # (N, W) m ⊙ h_{t-1}, or None
-        gs, css, mss, outs, zss = (
-            t.split(batch_sizes) for t in (gates, cs, ms, hs, zs)
+        regs = (rec_mask, zone_h, zone_c)
+        run = lstm_kernel_run(
+            x, w_ih, bias, w_hh, None, h0, c0, batch_sizes, reverse, w_hr, *regs
         )
-        zh, zc, ins = (lstm_split(t, batch_sizes) for t in (zone_h, zone_c, h_in))
-        w_t = w_hh.t()
-        r_t = None if w_hr is None else w_hr.t()
-        h_done: List[Tensor] = []
-        c_done: List[Tensor] = []
-        h, c = h0[:0], c0[:0]
-        for t in kernel_order(len(gs), reverse):
-            size = batch_sizes[t]
-            h_prev = kernel_state_rows(h, h0, size, h_done)
-            c_prev = kernel_state_rows(c, c0, size, c_done)
-            if rec_mask is None:
-                a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
-            else:
-                h_mask = torch.mul(h_prev, rec_mask[:size], out=ins[t])
-                a = gs[t].addmm_(h_mask, w_t)
-            i, f, g, o = a.chunk(4, 1)
-            a[:, : 2 * H].sigmoid_()  # i, f
-            kernel_tanh(g, out=g)
-            o.sigmoid_()
-            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
-            h = kernel_tanh(c, out=mss[t]).mul_(o)
-            if r_t is not None:
-                h = torch.mm(h, r_t, out=outs[t])
-            if zone_c is not None:
-                c = torch.lerp(c, c_prev, zc[t], out=zss[t])
-            if zone_h is not None:
-                h = h.lerp_(h_prev, zh[t])
+        gates, cs, ms, hs, zs, h_in, h_n, c_n = run
         saved = (x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms)
         ctx.save_for_backward(*saved, rec_mask, zone_h, zone_c, zs, h_in)
         ctx.plan = (batch_sizes, reverse)
-        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+        ctx.spent = False
+        return hs, h_n, c_n
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
         x, w_ih, bias, w_hh, h0, c0, gates, cs, hs, w_hr, ms, *regs = ctx.saved_tensors
-        rec_mask, zone_h, zone_c, zs, h_in = regs
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
@@ -1105,35 +1344,17 @@ class LSTMKernelFunction(torch.autograd.Function):
             needs = lstm_tensor_needs(ctx.needs_input_grad, 6)
             grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
             return (*grads[:6], None, None, grads[6], None, None, None)
-        H = c0.shape[1]
-        c_prev = kernel_prev_rows(zs, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
-        dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
-        steps = LSTMRegularizerGrads(dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes)
-        d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
-        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh̃_t
-        dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
-        fs = gates[:, H : 2 * H].split(batch_sizes)
-        h_grads: List[Tensor] = []
-        c_grads: List[Tensor] = []
-        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
-        for t in kernel_order(len(dzs), not reverse):
-            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
-            dh, dm = steps.dm(t, dh, d_outs[t], dhs[t], w_hr)  # of h_t, m_t
-            dzt[:, 3 * H :].mul_(dm)  # o
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)
-            dc, carry = steps.dc(t, dc, dm, Ks[t])  # of c̃_t; d^c ⊙ dc_t
-            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-            dh = steps.dh_prev(t, dzt, w_hh, dh)
-            dc = dc * fs[t] if carry is None else carry.addcmul_(dc, fs[t])
-        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
-        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-        if h_in is None:
-            h_in = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H or P)
-        d_whh = dz.t() @ h_in  # (4H, H or P)
-        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
-        dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
+        if ctx.spent:  # backward again (retain_graph): the first wrote over the gates
+            run = lstm_kernel_run(
+                x, w_ih, bias, w_hh, None, h0, c0, batch_sizes, reverse, w_hr, *regs[:3]
+            )
+            gates = run[0]
+        ctx.spent = True
+        saved = (gates, cs, hs, ms, w_hh, h0, c0, w_hr)
+        back = LSTMBackward(ctx, saved, regs, None, (d_hs, d_hn, d_cn))
+        dh0, dc0, d_whh, d_whr = back.run()
+        with KernelThreads(back.threads):
+            dx, d_wih, d_bias = kernel_input_grads(ctx, back.dz, x, w_ih)
         return dx, d_wih, d_bias, d_whh, dh0, dc0, None, None, d_whr, None, None, None
 
 
@@ -1153,54 +1374,262 @@ def lstm_masked_rows(hs: Tensor, rec_mask: Optional[Tensor]) -> Optional[Tensor]
     return None if rec_mask is None else torch.empty_like(hs)
 
 
+def lstm_kernel_run(
+    x: Tensor,
+    w_ih: Tensor,
+    bias: Optional[Tensor],
+    w_hh: Tensor,
+    peep: Optional[Tensor],
+    h0: Tensor,
+    c0: Tensor,
+    batch_sizes: List[int],
+    reverse: bool,
+    w_hr: Optional[Tensor],
+    rec_mask: Optional[Tensor],
+    zone_h: Optional[Tensor],
+    zone_c: Optional[Tensor],
+) -> Tuple[Tensor, ...]:
+    """The eager forward of an LSTM layer-direction, peepholes `peep` (3H) or None.
+
+    Returns gates (N, 4H) (i, f, g, o activated), c̃ (N, H), m (N, H), the outputs
+    h (N, W), zoned c (N, H; c̃ itself without zoneout), the masked matmul inputs
+    (N, W, with recurrent dropout, else None), and the final h and c. The input
+    projection runs on the threads its size earns, the steps on one thread unless
+    a step's product is large (`kernel_threads`).
+    """
+    H, N, W = c0.shape[1], x.shape[0], h0.shape[1]
+    big = kernel_threads(8.0 * N * x.shape[1] * H)
+    threads = kernel_threads(8.0 * batch_sizes[0] * W * H)
+    doubled = kernel_doubles(batch_sizes)  # g's rows: one sigmoid for all gates
+    with KernelThreads(big):
+        gates = kernel_linear(
+            x,
+            kernel_doubled_rows(w_ih, 2 * H, 3 * H, doubled),
+            kernel_doubled_rows(bias, 2 * H, 3 * H, doubled),
+        )
+    cs = x.new_empty(N, H)  # c̃_t, before zoneout
+    ms = torch.empty_like(cs)  # m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
+    hs = ms if w_hr is None else x.new_empty(N, W)
+    zs = cs if zone_c is None else torch.empty_like(cs)  # zoned c_t
+    h_in = lstm_masked_rows(hs, rec_mask)  # m ⊙ h_{t-1}, or None
+    gs, css, mss, outs, zss = (t.split(batch_sizes) for t in (gates, cs, ms, hs, zs))
+    zh, zc, ins = (lstm_split(t, batch_sizes) for t in (zone_h, zone_c, h_in))
+    k = KernelConstants(x)
+    p_if = None if peep is None else peep[: 2 * H].view(2, H)
+    p_o = None if peep is None else peep[2 * H :]
+    h_done: List[Tensor] = []
+    c_done: List[Tensor] = []
+    h, c = h0[:0], c0[:0]
+    with KernelThreads(threads):
+        w_hh = kernel_doubled_rows(w_hh, 2 * H, 3 * H, doubled)
+        w_step = KernelStepWeight(w_hh, batch_sizes[0], len(gs))
+        for t in kernel_order(len(gs), reverse):
+            size = batch_sizes[t]
+            h_prev = kernel_state_rows(h, h0, size, h_done)
+            c_prev = kernel_state_rows(c, c0, size, c_done)
+            h_mm = h_prev
+            if rec_mask is not None:
+                h_mm = torch.mul(h_prev, rec_mask[:size], out=ins[t])
+            a = w_step.addmm_(gs[t], h_mm)  # (size, 4H) pre-activations
+            i, f, g, o = lstm_activate(a, c_prev, p_if, doubled, k)
+            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
+            if p_o is not None:
+                o.addcmul_(c, p_o).sigmoid_()
+            h = kernel_tanh_into(c, mss[t], k).mul_(o)
+            if w_hr is not None:
+                h = torch.mm(h, w_hr.t(), out=outs[t])
+            if zone_c is not None:
+                c = torch.lerp(c, c_prev, zc[t], out=zss[t])
+            if zone_h is not None:
+                h = h.lerp_(h_prev, zh[t])
+    h_n, c_n = kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+    return gates, cs, ms, hs, zs, h_in, h_n, c_n
+
+
+def lstm_activate(
+    a: Tensor, c_prev: Tensor, p_if: Optional[Tensor], doubled: bool, k: KernelConstants
+) -> List[Tensor]:
+    """A step's gates i, f, g, o activated in place in its pre-activations a
+    (size, 4H); with peepholes p_if (2, H), i and f see c_{t-1} and o is left for
+    the caller (it sees c̃_t). With `doubled` weights (`kernel_doubled_rows`) one
+    sigmoid covers g too, which then is 2σ - 1 = tanh."""
+    H = a.shape[1] // 4
+    if p_if is not None:
+        a[:, : 2 * H].view(a.shape[0], 2, H).addcmul_(c_prev.unsqueeze(1), p_if)
+    i, f, g, o = a.chunk(4, 1)
+    if doubled:
+        a[:, : 3 * H if p_if is not None else 4 * H].sigmoid_()
+        g.mul_(k.two).sub_(k.one)
+        return [i, f, g, o]
+    a[:, : 2 * H].sigmoid_()
+    kernel_tanh_into(g, g, k)
+    if p_if is None:
+        o.sigmoid_()
+    return [i, f, g, o]
+
+
+class LSTMBackward:
+    """The first-order backward of an LSTM or peephole layer-direction.
+
+    A span of steps at a time (`kernel_spans`: about a quarter of the rows), in
+    the order the steps run backwards, `lstm_span_factors` turns the span's saved
+    gates into the factors P in place and makes its K and f; then its steps run,
+    each scaling its rows of P into the gate gradients dz. So dz ends where the
+    gates were, and the temporaries stay within a quarter of what forward saved
+    (the gates' last use: a second backward recomputes them, `ctx.spent`). The
+    weight gradients follow, one matmul each over all rows.
+    """
+
+    def __init__(self, ctx, saved, regs, peep: Optional[Tensor], grads):
+        gates, self.cs, self.hs, self.ms, w_hh, self.h0, self.c0, self.w_hr = saved
+        self.batch_sizes, self.reverse = ctx.plan
+        self.regs = regs  # rec_mask, zone_h, zone_c, zs, h_in
+        self.peep = peep
+        d_hs, self.d_hn, self.d_cn = grads
+        # dz (N, 4H): the gates, written over. `.data`, with a version counter of
+        # its own: a second backward can still read what was saved (and recompute)
+        self.dz = gates.data
+        H, W, sizes = self.c0.shape[1], self.h0.shape[1], self.batch_sizes
+        self.threads = kernel_threads(8.0 * self.dz.shape[0] * H * W)
+        self.step_threads = kernel_threads(8.0 * sizes[0] * W * H)
+        self.dh_all = None if self.w_hr is None else torch.empty_like(d_hs)  # dh̃_t
+        self.d_outs = d_hs.split(sizes)
+        self.dhs = self.d_outs if self.dh_all is None else self.dh_all.split(sizes)
+        self.dzs = self.dz.split(sizes)
+        self.dz_o = self.dz[:, 3 * H :].split(sizes)
+        self.dz_ifg = self.dz[:, : 3 * H].unflatten(1, (3, H)).split(sizes)
+        self.steps = LSTMRegularizerGrads(regs[1], regs[2], regs[0], self.w_hr, sizes)
+        self.w_back = KernelStepWeight(w_hh.t(), sizes[0], len(sizes))
+        self.h_grads: List[Tensor] = []
+        self.c_grads: List[Tensor] = []
+        self.dh, self.dc = self.d_hn[:0], self.d_cn[:0]  # of the next-run step's start
+        self.d_peep: Optional[Tensor] = None
+
+    def run(self) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """(dh0, dc0, dW_hh, dW_hr); dz (N, 4H) is left in `self.dz`, the peephole
+        gradient in `self.d_peep`."""
+        sizes, reverse, dz, h_in = self.batch_sizes, self.reverse, self.dz, self.regs[4]
+        d_peep: List[Tensor] = []
+        with KernelThreads(self.step_threads):
+            for span in kernel_spans(sizes, reverse, 4):
+                self.span(span, d_peep)
+            kernel_state_rows_grad(self.dh, self.d_hn, 0, self.h_grads)
+            kernel_state_rows_grad(self.dc, self.d_cn, 0, self.c_grads)
+        del self.w_back  # packed: gone before the weights' products
+        with KernelThreads(self.threads):
+            if h_in is None:
+                d_whh = kernel_prev_weight_grad(dz, self.hs, self.h0, sizes, reverse)
+            else:
+                d_whh = kernel_weight_grad(dz, h_in)  # (4H, W)
+            d_whr = None
+            if self.dh_all is not None:
+                d_whr = kernel_weight_grad(self.dh_all, self.ms)  # (P, H)
+        if d_peep:
+            self.d_peep = torch.stack(d_peep).sum(0)
+        dh0, dc0 = kernel_init_grad(self.h_grads), kernel_init_grad(self.c_grads)
+        return dh0, dc0, d_whh, d_whr
+
+    def span(self, span: List[int], d_peep: List[Tensor]) -> None:
+        """The steps t0..t1-1 of `span`, in the order they run backwards, after
+        their factors; their share of the peepholes' gradient to `d_peep`."""
+        t0, t1 = span
+        sizes, offsets = self.batch_sizes[t0:t1], kernel_offsets(self.batch_sizes)
+        r0, r1 = offsets[t0], offsets[t1]
+        rows, cs = self.dz[r0:r1], self.cs[r0:r1]
+        zs = self.regs[3]
+        c_prev = kernel_prev_range(
+            zs, self.c0, self.batch_sizes, offsets, self.reverse, span
+        )
+        K, f = lstm_span_factors(rows, cs, c_prev, KernelConstants(rows))
+        self.steps.span(r0, r1, sizes, K, rows)
+        self.steps_of(span, K.split(sizes), f.split(sizes))
+        if self.peep is not None:
+            d_peep.append(lstm_peephole_grad(rows, c_prev, cs))
+
+    def steps_of(self, span: List[int], Ks: List[Tensor], fs: List[Tensor]) -> None:
+        """The steps of one span, in the order they run backwards; Ks and fs: the
+        span's K and f, per step."""
+        t0, t1 = span
+        order = range(t0, t1) if self.reverse else range(t1 - 1, t0 - 1, -1)
+        H = self.c0.shape[1]
+        peep, steps = self.peep, self.steps
+        for t in order:
+            size, j = self.batch_sizes[t], t - t0
+            dh = kernel_state_rows_grad(self.dh, self.d_hn, size, self.h_grads)
+            dh, dm = steps.dm(t, j, dh, self.d_outs[t], self.dhs[t])  # of h_t, m_t
+            dz_o = self.dz_o[t].mul_(dm)
+            dc = kernel_state_rows_grad(self.dc, self.d_cn, size, self.c_grads)
+            dc, carry = steps.dc(t, j, dc, dm, Ks[j])  # of c̃_t; d^c ⊙ dc_t
+            if peep is not None:
+                dc.addcmul_(dz_o, peep[2 * H :])  # o saw c̃_t
+            dz_ifg = self.dz_ifg[t].mul_(dc.unsqueeze(1))  # i, f, g
+            self.dh = steps.dh_prev(t, self.dzs[t], self.w_back, dh)
+            dc = dc * fs[j] if carry is None else carry.addcmul_(dc, fs[j])
+            if peep is not None:  # i and f saw c_{t-1}
+                dc.addcmul_(dz_ifg[:, 0], peep[:H])
+                dc.addcmul_(dz_ifg[:, 1], peep[H : 2 * H])
+            self.dc = dc
+
+
 class LSTMRegularizerGrads:
     """The regularizers' share of an LSTM backward step (shared with the peephole
-    LSTM), with their per-row factors formed once, outside the time loop.
+    LSTM), with their factors formed a span of steps at a time (`span`).
 
     Zoneout h_t = d ⊙ h_{t-1} + (1-d) ⊙ h̃_t gives dh̃_t = (1-d) ⊙ dh_t, and d ⊙ dh_t
     flows to h_{t-1}; c likewise. Without a projection dm_t = dh̃_t only scales P_o
-    and K, so (1-d^h) is folded into them here and a step multiplies by it nowhere.
-    Recurrent dropout: dh_{t-1} = m ⊙ (dz_t W_hh).
+    and K, so (1-d^h) is folded into them and a step multiplies by it nowhere.
+    Recurrent dropout: dh_{t-1} = m ⊙ (dz_t W_hh). Lists indexed by j are the
+    current span's steps (j = t - t0).
     """
 
-    def __init__(self, dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes):
-        H = K.shape[1]
+    def __init__(self, zone_h, zone_c, rec_mask, w_hr, batch_sizes):
         self.rec_mask = rec_mask  # (B, W), or None
+        self.zone_h, self.zone_c, self.w_hr = zone_h, zone_c, w_hr
         self.zh = lstm_split(zone_h, batch_sizes)
         self.zc = lstm_split(zone_c, batch_sizes)
-        self.keep_c = lstm_split(None if zone_c is None else 1 - zone_c, batch_sizes)
+        self.keep_c: List[Tensor] = []
         self.keep_h: List[Tensor] = []
-        if zone_h is not None:
-            keep = 1 - zone_h  # (N, W)
-            if w_hr is None:
-                K.mul_(keep)
-                dz[:, 3 * H :].mul_(keep)
-            else:
-                self.keep_h = list(keep.split(batch_sizes))
+        self.proj = None
+        if w_hr is not None:  # dm_t = dh̃_t W_hr
+            self.proj = KernelStepWeight(w_hr.t(), batch_sizes[0], len(batch_sizes))
 
-    def dm(self, t, dh, d_out, dh_row, w_hr):
+    def span(self, r0: int, r1: int, sizes: List[int], K: Tensor, P: Tensor) -> None:
+        """The factors 1 - d of rows r0..r1 (steps of `sizes` rows), folded into
+        K and P_o (the span's rows of P) without a projection."""
+        H = K.shape[1]
+        if self.zone_c is not None:
+            self.keep_c = list((1 - self.zone_c[r0:r1]).split(sizes))
+        if self.zone_h is not None:
+            keep = 1 - self.zone_h[r0:r1]  # (rows, W)
+            if self.w_hr is None:
+                K.mul_(keep)
+                P[:, 3 * H :].mul_(keep)
+            else:
+                self.keep_h = list(keep.split(sizes))
+
+    def dm(self, t, j, dh, d_out, dh_row):
         """Gradients of h_t (zoned: from the next step and the output) and of m_t
         (times 1-d^h when folded); with w_hr, dh̃_t goes to `dh_row` for dW_hr."""
-        if w_hr is None:
+        if self.proj is None:
             dh = dh + d_out
             return dh, dh
         if not self.keep_h:
             dh = torch.add(dh, d_out, out=dh_row)
-            return dh, dh @ w_hr
+            return dh, self.proj.mm(dh)
         dh = dh + d_out
-        return dh, torch.mul(dh, self.keep_h[t], out=dh_row) @ w_hr
+        return dh, self.proj.mm(torch.mul(dh, self.keep_h[j], out=dh_row))
 
-    def dc(self, t, dc, dm, K):
+    def dc(self, t, j, dc, dm, K):
         """dc̃_t, and d^c ⊙ dc_t for c_{t-1} (None without zoneout), from dc_t, the
         gradient of the zoned c_t (a tensor of this backward's own: reused)."""
         if not self.zc:
             return dc.addcmul(dm, K), None
-        dc_new = torch.mul(dc, self.keep_c[t]).addcmul_(dm, K)
+        dc_new = torch.mul(dc, self.keep_c[j]).addcmul_(dm, K)
         return dc_new, dc.mul_(self.zc[t])
 
-    def dh_prev(self, t, dzt, w_hh, dh):
+    def dh_prev(self, t, dzt, w_back: KernelStepWeight, dh):
         """Gradient of h_{t-1}: through the masked matmul input, plus d^h ⊙ dh_t."""
-        grad = dzt @ w_hh  # (size, W)
+        grad = w_back.mm(dzt)  # (size, W): dz_t W_hh
         if self.rec_mask is not None:
             grad.mul_(self.rec_mask[: dzt.shape[0]])
         if self.zh:
@@ -1208,10 +1637,33 @@ class LSTMRegularizerGrads:
         return grad
 
 
+def lstm_span_factors(
+    P: Tensor, cs: Tensor, c_prev: Tensor, k: KernelConstants
+) -> Tuple[Tensor, Tensor]:
+    """The LSTM backward's factors of a span's rows, for all its steps at once.
+
+    P (rows, 4H) holds the rows' activated gates [i, f, g, o] and leaves holding
+    [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c_t) σ'(o)] (σ'(a) = a - a² and
+    tanh'(a) = 1 - a² in terms of the activations); returns K = o tanh'(c_t) and
+    f (rows, H), the carry's factor. cs, c_prev: the rows' c̃_t and c_{t-1}.
+    """
+    i, f, g, o = P.chunk(4, 1)
+    tanh_c = kernel_tanh_into(cs, torch.empty_like(cs), k)
+    K = torch.mul(tanh_c, tanh_c).neg_().add_(k.one).mul_(o)
+    torch.addcmul(o, o, o, value=-1.0, out=o).mul_(tanh_c)
+    g_copy = tanh_c.copy_(g)  # tanh(c_t) is spent: its memory keeps g
+    f_copy = f.clone(memory_format=torch.contiguous_format)
+    torch.addcmul(f, f, f, value=-1.0, out=f).mul_(c_prev)
+    g.mul_(g).neg_().add_(k.one).mul_(i)
+    torch.addcmul(i, i, i, value=-1.0, out=i).mul_(g_copy)
+    return K, f_copy
+
+
 def lstm_backward_factors(
     gates: Tensor, c_prev: Tensor, cs: Tensor
 ) -> Tuple[Tensor, Tensor]:
-    """P (N, 4H) and K (N, H) of the LSTM backward, for all steps at once.
+    """P (N, 4H) and K (N, H) of the LSTM backward, for all steps at once (the
+    layer-normalised LSTM's; `lstm_span_factors` is this in place, for a span).
 
     P = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c_t) σ'(o)], K = o tanh'(c_t),
     with σ'(a) = a - a² and tanh'(a) = 1 - a² in terms of the activations.
@@ -1226,6 +1678,14 @@ def lstm_backward_factors(
     p_o.mul_(K)
     K.mul_(K).neg_().add_(1).mul_(o)  # ... then o (1 - tanh²(c_t))
     return P, K
+
+
+def lstm_peephole_grad(dz: Tensor, c_prev: Tensor, cs: Tensor) -> Tensor:
+    """The peepholes' gradient (3H) from some rows: Σ dz_i c_{t-1}, Σ dz_f c_{t-1},
+    Σ dz_o c̃_t."""
+    H = cs.shape[1]
+    i_f = dz[:, : 2 * H].view(-1, 2, H).mul(c_prev.unsqueeze(1)).sum(0)  # (2, H)
+    return torch.cat([i_f.view(2 * H), (dz[:, 3 * H :] * cs).sum(0)])
 
 
 def lstm_kernel_plain(

@@ -65,6 +65,79 @@ def kernel_prev_rows(
     return torch.cat(parts)
 
 
+def kernel_offsets(batch_sizes: List[int]) -> List[int]:
+    """The first packed row of every step, then the row count N."""
+    offsets = [0]
+    for size in batch_sizes:
+        offsets.append(offsets[-1] + size)
+    return offsets
+
+
+def kernel_prev_range(
+    seq: Tensor,
+    init: Tensor,
+    batch_sizes: List[int],
+    offsets: List[int],
+    reverse: bool,
+    span: Tuple[int, int],
+) -> Tensor:
+    """`kernel_prev_rows` for the rows of steps span = [t0, t1) only: a view of
+    `seq` where the batch keeps its size (no copy), else a copy of those rows."""
+    t0, t1 = span
+    lo, hi = (t0 + 1, t1 + 1) if reverse else (t0 - 1, t1 - 1)  # their sources
+    if 0 <= lo and hi <= len(batch_sizes):
+        first, last = min(t0, lo), max(t1, hi)
+        if batch_sizes[first] == batch_sizes[last - 1]:
+            return seq[offsets[lo] : offsets[hi]]
+    parts: List[Tensor] = []
+    unused: List[Tensor] = []
+    for t in range(t0, t1):
+        source = t + 1 if reverse else t - 1
+        prev = init[:0]
+        if 0 <= source < len(batch_sizes):
+            prev = seq[offsets[source] : offsets[source + 1]]
+        parts.append(kernel_state_rows(prev, init, batch_sizes[t], unused))
+    return torch.cat(parts)
+
+
+def kernel_prev_weight_grad(
+    dz: Tensor, seq: Tensor, init: Tensor, batch_sizes: List[int], reverse: bool
+) -> Tensor:
+    """dzᵀ h_prev (G, H): a recurrent weight's gradient, h_prev the state each row's
+    step started from (`kernel_prev_rows`): the first-run step apart, and the other
+    steps at once from a view of `seq` where the batch keeps its size."""
+    offsets = kernel_offsets(batch_sizes)
+    steps = len(batch_sizes)
+    first = steps - 1 if reverse else 0
+    spans = [(first, first + 1)]
+    if steps > 1:
+        spans.append((0, steps - 1) if reverse else (1, steps))
+    grad: Optional[Tensor] = None
+    for span in spans:
+        prev = kernel_prev_range(seq, init, batch_sizes, offsets, reverse, span)
+        part = kernel_weight_grad(dz[offsets[span[0]] : offsets[span[1]]], prev)
+        grad = part if grad is None else grad.add_(part)
+    assert grad is not None
+    return grad
+
+
+def kernel_spans(batch_sizes: List[int], reverse: bool, parts: int) -> List[List[int]]:
+    """Step spans [t0, t1) of about N / parts rows each (at least one step), in the
+    order a backward runs the steps: its loop works on one span's factors at a time,
+    so that they never take more than a part of the saved rows' memory."""
+    offsets = kernel_offsets(batch_sizes)
+    rows = max(1, (offsets[-1] + parts - 1) // parts)
+    spans: List[List[int]] = []
+    t0 = 0
+    for t in range(1, len(batch_sizes) + 1):
+        if offsets[t] - offsets[t0] >= rows or t == len(batch_sizes):
+            spans.append([t0, t])
+            t0 = t
+    if not reverse:
+        spans.reverse()
+    return spans
+
+
 def kernel_state_rows_grad(
     grad: Tensor, final_grad: Tensor, size: int, init_grads: List[Tensor]
 ) -> Tensor:
@@ -103,11 +176,13 @@ def kernel_input_grads(
     """Gradients of x, w_ih and the bias from dz of every row: one matmul each.
 
     For the Functions whose first inputs are (x, w_ih, bias), as `kernel_project`.
+    dx comes last: oneDNN copies x for the weight's product, and the copy is gone
+    by then.
     """
     need = ctx.needs_input_grad
-    dx = dz @ w_ih if need[0] else None  # (N, input)
-    d_wih = dz.t() @ x if need[1] else None  # (G, input)
+    d_wih = kernel_weight_grad(dz, x) if need[1] else None  # (G, input)
     d_bias = dz.sum(0) if need[2] else None
+    dx = kernel_linear(dz, w_ih.t()) if need[0] else None  # (N, input)
     return dx, d_wih, d_bias
 
 
@@ -144,6 +219,165 @@ def kernel_recompute_grads(
         next(found) if a is not None and need else None
         for a, need in zip(aliases, needs)
     ]
+
+
+# ---------------------------------------------------------------------------------
+# Products and threads of the hand-written Functions (eager only: never scripted)
+# ---------------------------------------------------------------------------------
+
+#: Work below this many FLOPs per thread runs on one thread (see `kernel_threads`).
+KERNEL_FLOPS_PER_THREAD = 2e9
+
+#: Probed once: [whether torch's oneDNN linear runs here, whether ATen's threads
+#: are OpenMP's (whose thread count `torch.set_num_threads` changes at no cost)].
+KERNEL_BACKENDS: List[bool] = []
+
+
+def kernel_backends() -> List[bool]:
+    """`KERNEL_BACKENDS`, probed on first use."""
+    if not KERNEL_BACKENDS:
+        onednn = False
+        try:
+            x = torch.ones(2, 3)
+            y = torch.ops.mkldnn._linear_pointwise(x, x, None, "none", [], "")
+            onednn = bool(torch.equal(y, torch.full((2, 2), 3.0)))
+        except (AttributeError, NotImplementedError, RuntimeError):
+            pass
+        openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+        KERNEL_BACKENDS.extend([onednn, openmp])
+    return KERNEL_BACKENDS
+
+
+def kernel_onednn(x: Tensor) -> bool:
+    """Whether x's products run on oneDNN (torch's `mkldnn._linear_pointwise`, what
+    torch's own CPU LSTM runs on): float32 on CPU, unless torch.backends.mkldnn is
+    off. On AMD CPUs torch.mm's MKL runs its AVX2 code, and oneDNN's products are
+    1.5-2.3× faster; other dtypes and devices take torch.mm."""
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    return kernel_backends()[0] and torch.backends.mkldnn.enabled
+
+
+def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+    """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
+    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+    if bias is None:
+        return torch.mm(x, w.t())
+    return torch.addmm(bias, x, w.t())
+
+
+def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
+    """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
+    On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
+    (on the caller's threads) rather than by autograd (on all of torch's)."""
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
+        return kernel_linear(x.t(), dz.t()).t().contiguous()
+    return dz.t() @ x
+
+
+def kernel_threads(flops: float) -> int:
+    """How many of torch's threads a product of `flops` runs on: one per 2 GFLOP
+    (~10 ms of one core). A smaller share gains less than an OpenMP barrier costs
+    when another process holds a core: the team then waits out a scheduler slice
+    (ms), which made a step's 17-MFLOP product 20× slower on 2 threads."""
+    return max(1, min(torch.get_num_threads(), int(flops / KERNEL_FLOPS_PER_THREAD)))
+
+
+class KernelThreads:
+    """`with KernelThreads(n):` runs its block on n of torch's threads (n from
+    `kernel_threads`, taken outside any such block) and restores the count after
+    (ATen on OpenMP, whose count costs nothing to change; elsewhere a no-op)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.before = 0
+
+    def __enter__(self) -> "KernelThreads":
+        self.before = torch.get_num_threads()
+        if self.threads != self.before and kernel_backends()[1]:
+            torch.set_num_threads(self.threads)
+        else:
+            self.before = 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.before:
+            torch.set_num_threads(self.before)
+
+
+class KernelStepWeight:
+    """A weight w (out, in) and bias for the per-step products x @ wᵀ (+ bias) of
+    one Function call, on oneDNN (`kernel_onednn`) from 2^19 multiply-adds a step
+    (below, its fixed cost outweighs the gain), packed into its layout once where
+    there are steps enough to repay that (~0.2 ms for 1024 × 256; a step then
+    costs 5-30% less)."""
+
+    def __init__(self, w: Tensor, rows: int, steps: int, bias: Optional[Tensor] = None):
+        self.onednn = rows * w.numel() >= 2**19 and kernel_onednn(w)
+        self.w = w
+        if self.onednn and steps >= 16:  # (contiguous first: ~5x faster to pack)
+            self.w = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), rows)
+        self.bias = bias
+
+    def mm(self, x: Tensor) -> Tensor:
+        """x @ wᵀ (+ bias), a new (rows, out) tensor."""
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(
+                x, self.w, self.bias, "none", [], ""
+            )
+        if self.bias is None:
+            return torch.mm(x, self.w.t())
+        return torch.addmm(self.bias, x, self.w.t())
+
+    def addmm_(self, out: Tensor, x: Tensor) -> Tensor:
+        """out += x @ wᵀ (+ bias), in place."""
+        if self.onednn or self.bias is not None:
+            return out.add_(self.mm(x))
+        return out.addmm_(x, self.w.t())
+
+
+#: Steps from which a layer doubles the weights of its tanh gates (copies them):
+#: each step then saves a few small ops, ~30 steps' worth repays the copy.
+KERNEL_DOUBLE_STEPS = 32
+
+
+def kernel_doubles(batch_sizes: List[int]) -> bool:
+    """Whether a layer of these steps activates its tanh gates with a sigmoid, on
+    `kernel_doubled_rows` weights."""
+    return len(batch_sizes) >= KERNEL_DOUBLE_STEPS
+
+
+def kernel_doubled_rows(
+    w: Optional[Tensor], start: int, stop: int, doubled: bool
+) -> Optional[Tensor]:
+    """w (G, ·) or (G,) with its rows [start, stop) doubled if `doubled`, for the
+    gates tanh activates: then a sigmoid activates them too, as tanh(a) = 2σ(2a) - 1
+    (`kernel_tanh`'s form), in one call with the sigmoid gates next to them. The
+    same numbers: doubling is exact, and so doubles a product's terms and sums."""
+    if w is None or not doubled:
+        return w
+    twice = w.clone()
+    twice[start:stop].mul_(2.0)
+    return twice
+
+
+class KernelConstants:
+    """The numbers a step's elementwise ops use, as 0-dim tensors of the layer's
+    dtype and device: a Python number costs every op a conversion (~1.5 µs, as much
+    as the op at B=8)."""
+
+    def __init__(self, like: Tensor):
+        self.one = like.new_full((), 1.0)
+        self.two = like.new_full((), 2.0)
+
+
+def kernel_tanh_into(x: Tensor, out: Tensor, k: KernelConstants) -> Tensor:
+    """kernel_tanh(x, out) with `k`'s constants: the same numbers (x + x is 2x)."""
+    if x.device.type != "cpu":
+        return torch.tanh(x, out=out)
+    return torch.add(x, x, out=out).sigmoid_().mul_(k.two).sub_(k.one)
 
 
 def kernel_tanh(x: Tensor, out: Optional[Tensor] = None) -> Tensor:

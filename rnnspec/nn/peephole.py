@@ -15,23 +15,19 @@ import torch
 from torch import Tensor, nn
 
 from .kernel import (
+    KernelThreads,
     kernel_final_rows,
-    kernel_init_grad,
     kernel_input_grads,
-    kernel_order,
-    kernel_prev_rows,
     kernel_project,
     kernel_recompute_grads,
     kernel_runs_plain,
     kernel_state_rows,
-    kernel_state_rows_grad,
     kernel_tanh,
 )
 from .lstm import (
     CustomLSTM,
-    LSTMRegularizerGrads,
-    lstm_backward_factors,
-    lstm_masked_rows,
+    LSTMBackward,
+    lstm_kernel_run,
     lstm_split,
     lstm_tensor_needs,
 )
@@ -41,10 +37,10 @@ class PeepholeKernelFunction(torch.autograd.Function):
     """One direction of one peephole LSTM layer (equations in PeepholeLSTM).
 
     As LSTMKernelFunction (with its optional projection w_hr and regularizer masks
-    rec_mask, zone_h, zone_c), plus the peephole paths in backward: dc̃_t += dz_o p_o
-    and dc_{t-1} += dz_i p_i + dz_f p_f; the peephole gradients are reductions over
-    all steps after the loop. With zoneout i and f see the zoned c_{t-1}, o the
-    un-zoned c̃_t.
+    rec_mask, zone_h, zone_c; the same `lstm_kernel_run` and `LSTMBackward`), plus
+    the peephole paths in backward: dc̃_t += dz_o p_o and dc_{t-1} += dz_i p_i +
+    dz_f p_f; the peephole gradients are reductions over each span's rows. With
+    zoneout i and f see the zoned c_{t-1}, o the un-zoned c̃_t.
     """
 
     @staticmethod
@@ -64,56 +60,22 @@ class PeepholeKernelFunction(torch.autograd.Function):
         zone_h=None,
         zone_c=None,
     ):
-        H = c0.shape[1]
-        p_if, p_o = peep[: 2 * H].view(2, H), peep[2 * H :]
-        gates = kernel_project(x, w_ih, bias)  # (N, 4H): input part, then i, f, g, o
-        cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t, before zoneout
-        ms = torch.empty_like(cs)  # (N, H) m_t = o ⊙ tanh(c̃_t): h̃_t unless projected
-        hs = ms if w_hr is None else x.new_empty(cs.shape[0], w_hr.shape[0])
-        zs = cs if zone_c is None else torch.empty_like(cs)  # (N, H) zoned c_t
-        h_in = lstm_masked_rows(hs, rec_mask)  # (N, W) m ⊙ h_{t-1}, or None
-        gs, css, mss, outs, zss = (
-            t.split(batch_sizes) for t in (gates, cs, ms, hs, zs)
+        regs = (rec_mask, zone_h, zone_c)
+        run = lstm_kernel_run(
+            x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr, *regs
         )
-        zh, zc, ins = (lstm_split(t, batch_sizes) for t in (zone_h, zone_c, h_in))
-        w_t = w_hh.t()
-        r_t = None if w_hr is None else w_hr.t()
-        h_done: List[Tensor] = []
-        c_done: List[Tensor] = []
-        h, c = h0[:0], c0[:0]
-        for t in kernel_order(len(gs), reverse):
-            size = batch_sizes[t]
-            h_prev = kernel_state_rows(h, h0, size, h_done)
-            c_prev = kernel_state_rows(c, c0, size, c_done)
-            if rec_mask is None:
-                a = gs[t].addmm_(h_prev, w_t)  # (size, 4H) pre-activations
-            else:
-                h_mask = torch.mul(h_prev, rec_mask[:size], out=ins[t])
-                a = gs[t].addmm_(h_mask, w_t)
-            i, f, g, o = a.chunk(4, 1)
-            a_if = a[:, : 2 * H].view(size, 2, H)
-            a_if.addcmul_(c_prev.unsqueeze(1), p_if).sigmoid_()  # i, f see c_{t-1}
-            kernel_tanh(g, out=g)
-            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
-            o.addcmul_(c, p_o).sigmoid_()  # o sees c̃_t
-            h = kernel_tanh(c, out=mss[t]).mul_(o)
-            if r_t is not None:
-                h = torch.mm(h, r_t, out=outs[t])
-            if zone_c is not None:
-                c = torch.lerp(c, c_prev, zc[t], out=zss[t])
-            if zone_h is not None:
-                h = h.lerp_(h_prev, zh[t])
+        gates, cs, ms, hs, zs, h_in, h_n, c_n = run
         saved = (x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs, w_hr, ms)
         ctx.save_for_backward(*saved, rec_mask, zone_h, zone_c, zs, h_in)
         ctx.plan = (batch_sizes, reverse)
-        return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
+        ctx.spent = False
+        return hs, h_n, c_n
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
         x, w_ih, bias, w_hh, peep, h0, c0, gates, cs, hs, w_hr, ms, *regs = (
             ctx.saved_tensors
         )
-        rec_mask, zone_h, zone_c, zs, h_in = regs
         batch_sizes, reverse = ctx.plan
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
 
@@ -127,46 +89,18 @@ class PeepholeKernelFunction(torch.autograd.Function):
             needs = lstm_tensor_needs(ctx.needs_input_grad, 7)
             grads = kernel_recompute_grads(plain, inputs, needs, [d_hs, d_hn, d_cn])
             return (*grads[:7], None, None, grads[7], None, None, None)
-        H = c0.shape[1]
-        p_i, p_f, p_o = peep.chunk(3)
-        c_prev = kernel_prev_rows(zs, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
-        dz, K = lstm_backward_factors(gates, c_prev, cs)  # dz holds P for now
-        steps = LSTMRegularizerGrads(dz, K, zone_h, zone_c, rec_mask, w_hr, batch_sizes)
-        d_outs, dzs, Ks = (t.split(batch_sizes) for t in (d_hs, dz, K))
-        dh_all = None if w_hr is None else torch.empty_like(d_hs)  # (N, P) dh̃_t
-        dhs = d_outs if dh_all is None else dh_all.split(batch_sizes)
-        fs = gates[:, H : 2 * H].split(batch_sizes)
-        h_grads: List[Tensor] = []
-        c_grads: List[Tensor] = []
-        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
-        for t in kernel_order(len(dzs), not reverse):
-            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
-            dh, dm = steps.dm(t, dh, d_outs[t], dhs[t], w_hr)  # of h_t, m_t
-            dz_o = dzt[:, 3 * H :].mul_(dm)
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)
-            dc, carry = steps.dc(t, dc, dm, Ks[t])  # of c̃_t; d^c ⊙ dc_t
-            dc.addcmul_(dz_o, p_o)  # o saw c̃_t
-            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-            dh = steps.dh_prev(t, dzt, w_hh, dh)
-            dc = dc * fs[t] if carry is None else carry.addcmul_(dc, fs[t])
-            dc.addcmul_(dzt[:, :H], p_i).addcmul_(dzt[:, H : 2 * H], p_f)  # saw c_{t-1}
-        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
-        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-        if h_in is None:
-            h_in = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H or P)
-        d_whh = dz.t() @ h_in  # (4H, H or P)
-        d_peep = torch.cat(
-            [
-                (dz[:, :H] * c_prev).sum(0),
-                (dz[:, H : 2 * H] * c_prev).sum(0),
-                (dz[:, 3 * H :] * cs).sum(0),
-            ]
-        )
-        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
-        dh0, dc0 = kernel_init_grad(h_grads), kernel_init_grad(c_grads)
-        d_whr = None if dh_all is None else dh_all.t() @ ms  # (P, H)
-        grads = (dx, d_wih, d_bias, d_whh, d_peep, dh0, dc0, None, None, d_whr)
+        if ctx.spent:  # backward again (retain_graph): the first wrote over the gates
+            run = lstm_kernel_run(
+                x, w_ih, bias, w_hh, peep, h0, c0, batch_sizes, reverse, w_hr, *regs[:3]
+            )
+            gates = run[0]
+        ctx.spent = True
+        saved = (gates, cs, hs, ms, w_hh, h0, c0, w_hr)
+        back = LSTMBackward(ctx, saved, regs, peep, (d_hs, d_hn, d_cn))
+        dh0, dc0, d_whh, d_whr = back.run()
+        with KernelThreads(back.threads):
+            dx, d_wih, d_bias = kernel_input_grads(ctx, back.dz, x, w_ih)
+        grads = (dx, d_wih, d_bias, d_whh, back.d_peep, dh0, dc0, None, None, d_whr)
         return (*grads, None, None, None)
 
 

@@ -13,17 +13,26 @@ import torch
 from torch import Tensor, nn
 
 from .kernel import (
+    KernelConstants,
+    KernelStepWeight,
+    KernelThreads,
+    kernel_doubled_rows,
+    kernel_doubles,
     kernel_final_rows,
     kernel_init_grad,
     kernel_input_grads,
+    kernel_linear,
     kernel_order,
-    kernel_prev_rows,
+    kernel_prev_weight_grad,
     kernel_project,
     kernel_recompute_grads,
     kernel_runs_plain,
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+    kernel_tanh_into,
+    kernel_threads,
+    kernel_weight_grad,
 )
 from .stack import (
     KernelStackBase,
@@ -60,25 +69,40 @@ class RNNKernelFunction(torch.autograd.Function):
         rec_mask=None,
         zone_h=None,
     ):
-        pre = kernel_project(x, w_ih, bias)  # (N, H): input part, then h̃
+        H, N = h0.shape[1], x.shape[0]
+        big = kernel_threads(2.0 * N * x.shape[1] * H)
+        doubled = not relu and kernel_doubles(batch_sizes)  # then tanh = 2σ - 1
+        with KernelThreads(big):
+            w_x = kernel_doubled_rows(w_ih, 0, H, doubled)
+            pre = kernel_linear(x, w_x, kernel_doubled_rows(bias, 0, H, doubled))
         hs = pre if zone_h is None else torch.empty_like(pre)  # (N, H) outputs
         hms = None if rec_mask is None else torch.empty_like(pre)  # m ⊙ h_{t-1}
         acts, outs = pre.split(batch_sizes), hs.split(batch_sizes)
         masked = outs if hms is None else hms.split(batch_sizes)
         zones = outs if zone_h is None else zone_h.split(batch_sizes)  # d rows
-        w_t = w_hh.t()
+        k = KernelConstants(x)
         done: List[Tensor] = []
         h = h0[:0]
-        for t in kernel_order(len(acts), reverse):
-            size = batch_sizes[t]
-            h_prev = kernel_state_rows(h, h0, size, done)
-            h_in = h_prev
-            if rec_mask is not None:
-                h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
-            h = acts[t].addmm_(h_in, w_t)
-            h = h.relu_() if relu else kernel_tanh(h, out=h)
-            if zone_h is not None:  # h̃ + d (h_{t-1} - h̃): h_{t-1} exactly where d = 1
-                h = torch.lerp(h, h_prev, zones[t], out=outs[t])
+        with KernelThreads(kernel_threads(2.0 * batch_sizes[0] * H * H)):
+            w_h = kernel_doubled_rows(w_hh, 0, H, doubled)
+            w_step = KernelStepWeight(w_h, batch_sizes[0], len(acts))
+            for t in kernel_order(len(acts), reverse):
+                size = batch_sizes[t]
+                h_prev = kernel_state_rows(h, h0, size, done)
+                h_in = h_prev
+                if rec_mask is not None:
+                    h_in = torch.mul(h_prev, rec_mask[:size], out=masked[t])
+                h = w_step.addmm_(acts[t], h_in)
+                if relu:
+                    h = h.relu_()
+                elif doubled:
+                    h = h.sigmoid_().mul_(k.two).sub_(k.one)
+                else:
+                    h = kernel_tanh_into(h, h, k)
+                if (
+                    zone_h is not None
+                ):  # h̃ + d (h_{t-1} - h̃): h_{t-1} exactly where d = 1
+                    h = torch.lerp(h, h_prev, zones[t], out=outs[t])
         ctx.save_for_backward(x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h)
         ctx.plan = (batch_sizes, reverse, relu)
         return hs, kernel_final_rows(h, done)
@@ -100,27 +124,32 @@ class RNNKernelFunction(torch.autograd.Function):
                 plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
             )
             return (*grads, None, None, None, None, None)
-        # dz/dh_t = act'(z) (1 - d) for every step; each step multiplies by dh in place
-        dz = (pre > 0).to(pre.dtype) if relu else pre.mul(pre).neg_().add_(1)  # (N, H)
-        if zone_h is not None:
-            dz.addcmul_(dz, zone_h, value=-1)
-        d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
-        zones = dzs if zone_h is None else zone_h.split(batch_sizes)
-        init_grads: List[Tensor] = []
-        dh = d_hn[:0]  # gradient of the state the next-run step started from
-        for t in kernel_order(len(dzs), not reverse):
-            size = batch_sizes[t]
-            dh_t = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
-            dh = dzs[t].mul_(dh_t) @ w_hh  # (size, H)
-            if rec_mask is not None:
-                dh.mul_(rec_mask[:size])
+        H = h0.shape[1]
+        with KernelThreads(kernel_threads(2.0 * batch_sizes[0] * H * H)):
+            # dz/dh_t = act'(z) (1 - d) for every step; each step multiplies it by dh
+            dz = (pre > 0).to(pre.dtype) if relu else pre.mul(pre).neg_().add_(1.0)
             if zone_h is not None:
-                dh.addcmul_(zones[t], dh_t)
-        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        if hms is None:
-            hms = kernel_prev_rows(hs, h0, batch_sizes, reverse)
-        d_whh = dz.t() @ hms  # (H, H)
-        dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
+                dz.addcmul_(dz, zone_h, value=-1.0)
+            d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
+            zones = dzs if zone_h is None else zone_h.split(batch_sizes)
+            init_grads: List[Tensor] = []
+            dh = d_hn[:0]  # gradient of the state the next-run step started from
+            w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(dzs))
+            for t in kernel_order(len(dzs), not reverse):
+                size = batch_sizes[t]
+                dh_t = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
+                dh = w_back.mm(dzs[t].mul_(dh_t))  # (size, H)
+                if rec_mask is not None:
+                    dh.mul_(rec_mask[:size])
+                if zone_h is not None:
+                    dh.addcmul_(zones[t], dh_t)
+            kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+        with KernelThreads(kernel_threads(2.0 * dz.shape[0] * x.shape[1] * H)):
+            if hms is None:
+                d_whh = kernel_prev_weight_grad(dz, hs, h0, batch_sizes, reverse)
+            else:
+                d_whh = kernel_weight_grad(dz, hms)  # (H, H)
+            dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
         dh0 = kernel_init_grad(init_grads)
         return dx, d_wih, d_bias, d_whh, dh0, None, None, None, None, None
 

@@ -30,9 +30,14 @@ runs:
   case where every step has the full batch;
 * in eager mode each layer-direction is a `torch.autograd.Function` with a hand-written
   backward: per-step gate gradients, then the weight gradient as one matmul over all
-  steps (as cuDNN does). Under TorchScript, torch.compile and export the same steps
-  run as plain autograd code: the same operations in the same order, so the results
-  agree to rounding (BLAS may round differently with the buffers' alignment). Asked
+  steps (as cuDNN does). Its products run on oneDNN for float32 on CPU (what torch's
+  own LSTM runs on; `kernel_onednn`), its steps on one thread unless a step's
+  product is large (a 17-MFLOP product split over threads stalls whenever another
+  process holds a core; `kernel_threads`), and its backward writes the gate
+  gradients over the gates it saved, a span of steps at a time, so that it needs
+  little memory beyond what forward saved. Under TorchScript, torch.compile and
+  export the same steps run as plain autograd code: the same operations, so the
+  results agree to rounding (oneDNN and BLAS round differently). Asked
   for a gradient with a graph (`create_graph=True`, as a gradient penalty is), the
   backward differentiates that plain code instead, so double backward is exact.
 
@@ -56,11 +61,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernel import (
+    KernelThreads,
     kernel_bernoulli,
     kernel_check_lengths,
     kernel_check_rate,
     kernel_locked,
     kernel_packing_plan,
+    kernel_runs_plain,
+    kernel_threads,
     kernel_time_major_rows,
 )
 from .step import step_kernel_stack
@@ -439,6 +447,11 @@ class KernelStackBase(KernelTorchPath):
         if hx is None:
             hx = self._kernel_zero_states(input, batch)
         if lengths is None or batch == 0:  # an empty batch has nothing to pack
+            if not torch.jit.is_scripting():
+                if self.batch_first and kernel_batch_first_copies(input):
+                    rows = KernelBatchFirst.apply(input, steps, batch)  # (T*B, N)
+                    out, states = self._kernel_stack(rows, hx, [batch] * steps)
+                    return KernelBatchFirst.apply(out, steps, batch), states
             x = input.transpose(0, 1) if self.batch_first else input
             out, states = self._kernel_stack(
                 x.reshape(steps * batch, size), hx, [batch] * steps
@@ -543,6 +556,41 @@ class KernelStackBase(KernelTorchPath):
         if self.locked_dropout:
             s += ", locked_dropout=True"
         return s
+
+
+class KernelBatchFirst(torch.autograd.Function):
+    """A batch-first (B, T, N) batch as time-major rows (T*B, N), or such rows
+    back as a batch-first (B, T, F) tensor: a copy either way (backward too), on
+    the threads its size earns (`kernel_threads`). Left to autograd, the backward's
+    copies would split over all of torch's threads, which stalls whenever another
+    process holds a core. Eager only."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, steps: int, batch: int) -> Tensor:
+        ctx.plan = (steps, batch, x.dim() == 3)
+        return kernel_batch_first_copy(x, steps, batch, x.dim() == 3)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        steps, batch, to_rows = ctx.plan
+        return kernel_batch_first_copy(grad, steps, batch, not to_rows), None, None
+
+
+def kernel_batch_first_copies(input: Tensor) -> bool:
+    """Whether a padded batch-first input goes through `KernelBatchFirst`: in
+    eager mode, from 2^15 elements (below, torch copies on one thread anyway)."""
+    return input.numel() >= 2**15 and not kernel_runs_plain(input)
+
+
+def kernel_batch_first_copy(x: Tensor, steps: int, batch: int, to_rows: bool) -> Tensor:
+    """(B, T, N) to (T*B, N) rows if `to_rows`, else back: always a new tensor
+    (never a view of x, which a Function must not return)."""
+    with KernelThreads(kernel_threads(80.0 * x.numel())):  # ~ a product's time
+        if to_rows:
+            rows = x.new_empty(steps, batch, x.shape[2])
+            return rows.copy_(x.transpose(0, 1)).view(steps * batch, x.shape[2])
+        out = x.new_empty(batch, steps, x.shape[1])
+        return out.copy_(x.reshape(steps, batch, x.shape[1]).transpose(0, 1))
 
 
 def kernel_check_impl(impl: str, allowed: Tuple[str, ...]) -> str:
