@@ -57,7 +57,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import add_kernel_arguments, machine  # noqa: E402
 from benchmarks.seeds import Seed002Loop  # noqa: E402
-from rnnspec.nn import CustomGRU, CustomLSTM, CustomRNN, PeepholeLSTM  # noqa: E402
+from rnnspec.nn import (  # noqa: E402
+    CustomGRU,
+    CustomLSTM,
+    CustomRNN,
+    LayerNormGRU,
+    LayerNormLSTM,
+    PeepholeLSTM,
+)
 
 # (label, ours, torch's, targets (fwd, fwd+bwd) or None)
 CELLS = [
@@ -65,6 +72,11 @@ CELLS = [
     ("peephole LSTM", PeepholeLSTM, nn.LSTM, (1.2, 1.15)),
     ("GRU", CustomGRU, nn.GRU, (1.0, 1.0)),
     ("RNN tanh", CustomRNN, nn.RNN, (1.0, 1.0)),
+]
+#: the busy and memory sections time every cell: these too (no torch twin)
+NORM_CELLS = [
+    ("layer-norm LSTM", LayerNormLSTM, None, None),
+    ("layer-norm GRU", LayerNormGRU, None, None),
 ]
 #: targets of the 1-layer cells at --small-batch, where they differ
 SMALL_TARGETS = {"LSTM": (1.2, 1.3), "peephole LSTM": (1.2, 1.3)}
@@ -300,7 +312,7 @@ def busy_rows(args, before):
     print("|---|---|---:|---:|---:|---:|---:|---|")
     busy = BusyCore()
     try:
-        for label, ours_cls, _, _ in CELLS:
+        for label, ours_cls, _, _ in CELLS + NORM_CELLS:
             if args.only and args.only not in label:
                 continue
             torch.manual_seed(0)
@@ -392,7 +404,7 @@ def memory_rows(args, before):
         "| whole backward | target |"
     )
     print("|---|---|---:|---:|---:|---:|---|")
-    for label, ours_cls, _, _ in CELLS:
+    for label, ours_cls, _, _ in CELLS + NORM_CELLS:
         if args.only and args.only not in label:
             continue
         torch.manual_seed(0)

@@ -22,8 +22,11 @@ from torch import Tensor, nn
 
 from .gru import CustomGRU
 from .kernel import (
+    KernelStepWeight,
+    KernelThreads,
     kernel_final_rows,
     kernel_init_grad,
+    kernel_linear,
     kernel_order,
     kernel_prev_rows,
     kernel_recompute_grads,
@@ -31,6 +34,8 @@ from .kernel import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+    kernel_threads,
+    kernel_weight_grad,
 )
 from .stack import (
     kernel_check_impl,
@@ -89,36 +94,39 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
         zone_h=None,
     ):
         H = h0.shape[1]
-        xw = torch.mm(x, w_ih.t())  # (N, 3H)
-        gates, mean_x, rstd_x = torch.native_layer_norm(  # gates: a, then r, z, n
-            xw, [3 * H], g_ih, b_ih, 1e-5
-        )
-        hws = torch.empty_like(xw)  # (N, 3H) W_hh (m ⊙ h_{t-1}), before the norm
+        with KernelThreads(kernel_threads(6.0 * H * x.shape[0] * x.shape[1])):
+            xw = kernel_linear(x, w_ih)  # (N, 3H)
+            gates, mean_x, rstd_x = torch.native_layer_norm(  # gates: a, then r, z, n
+                xw, [3 * H], g_ih, b_ih, 1e-5
+            )
         hs = x.new_empty(xw.shape[0], H)  # (N, H) outputs h_t
-        gs, hws_, outs = (t.split(batch_sizes) for t in (gates, hws, hs))
+        gs, outs = gates.split(batch_sizes), hs.split(batch_sizes)
         zones = None if zone_h is None else zone_h.split(batch_sizes)
-        w_t = w_hh.t()
+        hws_: List[Tensor] = [xw] * len(gs)  # W_hh (m ⊙ h_{t-1}), before the norm
         means: List[Tensor] = [mean_x] * len(gs)  # (size, 1) each, by step
         rstds: List[Tensor] = [rstd_x] * len(gs)
         done: List[Tensor] = []
         h = h0[:0]
-        for t in kernel_order(len(gs), reverse):
-            size = batch_sizes[t]
-            h_prev = kernel_state_rows(h, h0, size, done)
-            h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
-            hw = torch.mm(h_in, w_t, out=hws_[t])  # (size, 3H)
-            b, means[t], rstds[t] = torch.native_layer_norm(
-                hw, [3 * H], g_hh, b_hh, 1e-5
-            )
-            a = gs[t]
-            r, z = a[:, : 2 * H].add_(b[:, : 2 * H]).sigmoid_().chunk(2, 1)
-            n = a[:, 2 * H :].addcmul_(r, b[:, 2 * H :])
-            kernel_tanh(n, out=n)
-            if zones is None:
-                h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
-            else:  # h̃_t, then h_t = h̃_t + d (h_{t-1} - h̃_t)
-                h = torch.addcmul(n, z, h_prev - n)
-                h = torch.addcmul(h, zones[t], h_prev - h, out=outs[t])
+        with KernelThreads(kernel_threads(6.0 * batch_sizes[0] * H * H)):
+            w_step = KernelStepWeight(w_hh, batch_sizes[0], len(gs))
+            for t in kernel_order(len(gs), reverse):
+                size = batch_sizes[t]
+                h_prev = kernel_state_rows(h, h0, size, done)
+                h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+                hws_[t] = hw = w_step.mm(h_in)  # (size, 3H)
+                b, means[t], rstds[t] = torch.native_layer_norm(
+                    hw, [3 * H], g_hh, b_hh, 1e-5
+                )
+                a = gs[t]
+                r, z = a[:, : 2 * H].add_(b[:, : 2 * H]).sigmoid_().chunk(2, 1)
+                n = a[:, 2 * H :].addcmul_(r, b[:, 2 * H :])
+                kernel_tanh(n, out=n)
+                if zones is None:
+                    h = torch.addcmul(n, z, h_prev - n, out=outs[t])  # (1 - z) n + z h
+                else:  # h̃_t, then h_t = h̃_t + d (h_{t-1} - h̃_t)
+                    h = torch.addcmul(n, z, h_prev - n)
+                    h = torch.addcmul(h, zones[t], h_prev - h, out=outs[t])
+        hws = torch.cat(hws_)  # (N, 3H)
         ctx.save_for_backward(
             x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs,
             xw, mean_x, rstd_x, hws, torch.cat(means), torch.cat(rstds),
@@ -144,7 +152,15 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
                 plain, list(saved[:8]), ctx.needs_input_grad, [d_hs, d_hn]
             )
             return (*grads, None, None, None, None)
-        grads = lngru_backward(saved, d_hs, d_hn, ctx.plan, ctx.needs_input_grad)
+        x, h0 = saved[0], saved[7]
+        H, N = h0.shape[1], x.shape[0]
+        threads = (
+            kernel_threads(6.0 * batch_sizes[0] * H * H),  # a step's product
+            kernel_threads(6.0 * N * H * max(H, x.shape[1])),  # a weight's gradient
+        )
+        grads = lngru_backward(
+            saved, d_hs, d_hn, ctx.plan, ctx.needs_input_grad, threads
+        )
         return (*grads, None, None, None, None)
 
 
@@ -154,9 +170,11 @@ def lngru_backward(
     d_hn: Tensor,
     plan: Tuple[List[int], bool],
     need: Tuple[bool, ...],
+    threads: Tuple[int, int],
 ) -> List[Optional[Tensor]]:
     """LayerNormGRUKernelFunction's hand-written backward: the gradients of its 8
-    tensor inputs. Every gradient of b = LN(·) + b_hh at a step is dh̃_t times a
+    tensor inputs, the steps on threads[0] of torch's threads, the rest on
+    threads[1]. Every gradient of b = LN(·) + b_hh at a step is dh̃_t times a
     factor known from the forward (db), formed for all rows first. With zoneout,
     d ⊙ dh_t goes straight to h_{t-1} and dh̃_t = (1 - d) dh_t; with recurrent
     dropout the matmul's gradient to h_{t-1} and its input rows are masked."""
@@ -164,60 +182,63 @@ def lngru_backward(
     xw, mean_x, rstd_x, hws, mean_h, rstd_h, rec_mask, zone_h = saved[10:]
     batch_sizes, reverse = plan
     H = h0.shape[1]
-    b_n = (hws[:, 2 * H :] - mean_h).mul_(rstd_h).mul_(g_hh[2 * H :])  # (N, H)
-    if b_hh is not None:
-        b_n += b_hh[2 * H :]
-    r, z, n = gates.chunk(3, 1)
-    h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H) h_{t-1}
-    q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
-    db = torch.cat(  # d b / dh̃_t; each step multiplies its rows by dh̃ in place
-        [q_n * b_n * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r], 1
-    )  # (N, 3H)
-    dhs = torch.empty_like(hs)  # (N, H) gradient of each h̃_t
-    dhws = torch.empty_like(db)  # (N, 3H) gradient of W_hh (m ⊙ h_{t-1})
-    d_outs, dbs, dhs_, dhws_, zs, hws_, means, rstds = (
-        t.split(batch_sizes) for t in (d_hs, db, dhs, dhws, z, hws, mean_h, rstd_h)
-    )
-    zones = None if zone_h is None else zone_h.split(batch_sizes)
-    only_v = [True, False, False]
-    init_grads: List[Tensor] = []
-    dh = d_hn[:0]  # gradient of the state the next-run step started from
-    for t in kernel_order(len(dbs), not reverse):
-        size = batch_sizes[t]
-        dh = kernel_state_rows_grad(dh, d_hn, size, init_grads)
-        carry: Optional[Tensor] = None
-        if zones is None:
-            dh = torch.add(dh, d_outs[t], out=dhs_[t])
-        else:  # dh_t, then d ⊙ dh_t to h_{t-1} and dh̃_t = dh_t - d ⊙ dh_t
-            dh = dh + d_outs[t]
-            carry = zones[t] * dh
-            dh = torch.sub(dh, carry, out=dhs_[t])
-        dbs[t].view(size, 3, H).mul_(dh.unsqueeze(1))
-        dhw, _, _ = lngru_norm_backward(
-            dbs[t], hws_[t], means[t], rstds[t], g_hh, None, only_v
+    with KernelThreads(threads[0]):  # the steps, and the factors of all rows
+        b_n = (hws[:, 2 * H :] - mean_h).mul_(rstd_h).mul_(g_hh[2 * H :])  # (N, H)
+        if b_hh is not None:
+            b_n += b_hh[2 * H :]
+        r, z, n = gates.chunk(3, 1)
+        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H) h_{t-1}
+        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
+        db = torch.cat(  # d b / dh̃_t; each step multiplies its rows by dh̃ in place
+            [q_n * b_n * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r], 1
+        )  # (N, 3H)
+        dhs = torch.empty_like(hs)  # (N, H) gradient of each h̃_t
+        dhws = torch.empty_like(db)  # (N, 3H) gradient of W_hh (m ⊙ h_{t-1})
+        d_outs, dbs, dhs_, dhws_, zs, hws_, means, rstds = (
+            t.split(batch_sizes) for t in (d_hs, db, dhs, dhws, z, hws, mean_h, rstd_h)
         )
-        dhws_[t].copy_(dhw)
-        if rec_mask is None:
-            dh = torch.addmm(dh * zs[t], dhw, w_hh)  # (size, H)
-        else:
-            dh = torch.addcmul(dh * zs[t], dhw @ w_hh, rec_mask[:size])
-        if carry is not None:
-            dh.add_(carry)
-    kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-    d_whh: Optional[Tensor] = None
-    if need[3]:
-        if rec_mask is not None:  # what the matmul read
-            h_prev.mul_(torch.cat([rec_mask[:size] for size in batch_sizes]))
-        d_whh = dhws.t() @ h_prev  # (3H, H)
-    _, d_ghh, d_bhh = lngru_norm_backward(
-        db, hws, mean_h, rstd_h, g_hh, b_hh, [False, need[6], need[4]]
-    )
-    torch.mul(dhs, q_n, out=db[:, 2 * H :])  # db is now the gradient of a
-    dxw, d_gih, d_bih = lngru_norm_backward(
-        db, xw, mean_x, rstd_x, g_ih, b_ih, [need[0] or need[1], need[5], need[2]]
-    )
-    dx = dxw @ w_ih if need[0] else None  # (N, input)
-    d_wih = dxw.t() @ x if need[1] else None  # (3H, input)
+        zones = None if zone_h is None else zone_h.split(batch_sizes)
+        only_v = [True, False, False]
+        init_grads: List[Tensor] = []
+        dh = d_hn[:0]  # gradient of the state the next-run step started from
+        w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(dbs))
+        for t in kernel_order(len(dbs), not reverse):
+            size = batch_sizes[t]
+            dh = kernel_state_rows_grad(dh, d_hn, size, init_grads)
+            carry: Optional[Tensor] = None
+            if zones is None:
+                dh = torch.add(dh, d_outs[t], out=dhs_[t])
+            else:  # dh_t, then d ⊙ dh_t to h_{t-1} and dh̃_t = dh_t - d ⊙ dh_t
+                dh = dh + d_outs[t]
+                carry = zones[t] * dh
+                dh = torch.sub(dh, carry, out=dhs_[t])
+            dbs[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+            dhw, _, _ = lngru_norm_backward(
+                dbs[t], hws_[t], means[t], rstds[t], g_hh, None, only_v
+            )
+            dhws_[t].copy_(dhw)
+            if rec_mask is None:
+                dh = w_back.addmm_(dh * zs[t], dhw)  # (size, H)
+            else:
+                dh = torch.addcmul(dh * zs[t], w_back.mm(dhw), rec_mask[:size])
+            if carry is not None:
+                dh.add_(carry)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+    with KernelThreads(threads[1]):  # products and reductions over all rows
+        d_whh: Optional[Tensor] = None
+        if need[3]:
+            if rec_mask is not None:  # what the matmul read
+                h_prev.mul_(torch.cat([rec_mask[:size] for size in batch_sizes]))
+            d_whh = kernel_weight_grad(dhws, h_prev)  # (3H, H)
+        _, d_ghh, d_bhh = lngru_norm_backward(
+            db, hws, mean_h, rstd_h, g_hh, b_hh, [False, need[6], need[4]]
+        )
+        torch.mul(dhs, q_n, out=db[:, 2 * H :])  # db is now the gradient of a
+        dxw, d_gih, d_bih = lngru_norm_backward(
+            db, xw, mean_x, rstd_x, g_ih, b_ih, [need[0] or need[1], need[5], need[2]]
+        )
+        dx = kernel_linear(dxw, w_ih.t()) if need[0] else None  # (N, input)
+        d_wih = kernel_weight_grad(dxw, x) if need[1] else None  # (3H, input)
     dh0 = kernel_init_grad(init_grads)
     return [dx, d_wih, d_bih, d_whh, d_bhh, d_gih, d_ghh, dh0]
 

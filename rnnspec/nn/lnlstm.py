@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kernel import (
+    KernelStepWeight,
+    KernelThreads,
     kernel_final_rows,
     kernel_init_grad,
+    kernel_linear,
     kernel_order,
     kernel_prev_rows,
     kernel_recompute_grads,
@@ -30,43 +33,11 @@ from .kernel import (
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
+    kernel_threads,
+    kernel_weight_grad,
 )
 from .lstm import CustomLSTM, lstm_backward_factors
 from .peephole import PeepholesLoadAsZero
-
-
-def lnlstm_onednn(h0: Tensor, w_hh: Tensor) -> bool:
-    """Whether `lnlstm_linear` multiplies on oneDNN's GEMM: float32 on CPU, in a
-    torch built with it (and not switched off), for steps of at least 2^19
-    multiply-adds (below, its fixed cost outweighs the gain). torch's own CPU
-    matmul is MKL's, which on some CPUs takes twice as long (AMD EPYC with AVX-512,
-    one thread: 165 vs 85 µs at 32×256 @ 256×1024); oneDNN is what torch's fused
-    LSTM runs on."""
-    return (
-        h0.dtype == torch.float32
-        and h0.device.type == "cpu"
-        and h0.shape[0] * w_hh.numel() >= 2**19
-        and torch.backends.mkldnn.is_available()
-        and bool(torch.backends.mkldnn.enabled)
-        and hasattr(torch.ops.mkldnn, "_linear_pointwise")  # private: may go
-    )
-
-
-def lnlstm_linear(a: Tensor, w: Tensor, onednn: bool) -> Tensor:
-    """a @ w.t() (w: out × in, any strides; with `onednn`, also a weight packed by
-    `lnlstm_packed`). Eager only, for the Function: the plain steps, which
-    autograd, TorchScript and export see, keep torch's matmul."""
-    if onednn:
-        return torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
-    return torch.mm(a, w.t())
-
-
-def lnlstm_packed(w: Tensor, rows: int, onednn: bool) -> Tensor:
-    """w laid out for `lnlstm_linear` of `rows`-row inputs: packed by oneDNN (a
-    step's GEMM takes 80 instead of 97 µs above), else as it is."""
-    if onednn:
-        return torch.ops.mkldnn._reorder_linear_weight(w, rows)
-    return w
 
 
 def lnlstm_norm_grad(
@@ -119,54 +90,58 @@ class LNLSTMKernelFunction(torch.autograd.Function):
         zone_h=None,
         zone_c=None,
     ):
-        H = c0.shape[1]
+        H, W = c0.shape[1], h0.shape[1]
         G = 4 * H
-        onednn = lnlstm_onednn(h0, w_hh)
-        xw = lnlstm_linear(x, w_ih, onednn)  # (N, 4H) W_ih x of every row
-        # gates: γ_ih LN(W_ih x) + b, each step completes its rows in place
-        gates, mean_x, rstd_x = torch.native_layer_norm(xw, [G], g_ih, bias, 1e-5)
+        with KernelThreads(kernel_threads(2.0 * G * x.shape[0] * x.shape[1])):
+            xw = kernel_linear(x, w_ih)  # (N, 4H) W_ih x of every row
+            # gates: γ_ih LN(W_ih x) + b, each step completes its rows in place
+            gates, mean_x, rstd_x = torch.native_layer_norm(xw, [G], g_ih, bias, 1e-5)
         cs = x.new_empty(gates.shape[0], H)  # (N, H) c̃_t (c_t unless zoned out)
         ms = torch.empty_like(cs)  # (N, H) o ⊙ tanh(LN(c̃_t)): h̃_t unless projected
         gs, css, mss = (t.split(batch_sizes) for t in (gates, cs, ms))
         # zoned out, the states h_t, c_t: (N, ·) rows that the steps write
-        h_zoned = None if zone_h is None else x.new_empty(cs.shape[0], h0.shape[1])
+        h_zoned = None if zone_h is None else x.new_empty(cs.shape[0], W)
         c_zoned = None if zone_c is None else torch.empty_like(cs)
         zones = (zone_h, zone_c, h_zoned, c_zoned)
         zhs, zcs, hzs, czs = (lnlstm_split(z, batch_sizes) for z in zones)
         steps = len(gs)
         rows: List[List[Tensor]] = [[] for _ in range(steps)]  # per step, in order
-        w_step = lnlstm_packed(w_hh, h0.shape[0], onednn)
         h_done: List[Tensor] = []
         c_done: List[Tensor] = []
         h, c = h0[:0], c0[:0]
-        for t in kernel_order(steps, reverse):
-            size = batch_sizes[t]
-            h_prev = kernel_state_rows(h, h0, size, h_done)
-            c_prev = kernel_state_rows(c, c0, size, c_done)
-            h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
-            hw = lnlstm_linear(h_in, w_step, onednn)  # (size, 4H)
-            norm_h, mean_h, rstd_h = torch.native_layer_norm(hw, [G], g_hh, None, 1e-5)
-            a = gs[t].add_(norm_h)  # (size, 4H) pre-activations
-            i, f, g, o = a.chunk(4, 1)
-            if peep is None:
-                a[:, : 2 * H].sigmoid_()  # i, f
-            else:
-                a_if = a[:, : 2 * H].view(size, 2, H)  # i, f see c_{t-1}
-                a_if.addcmul_(c_prev.unsqueeze(1), peep[: 2 * H].view(2, H)).sigmoid_()
-            kernel_tanh(g, out=g)
-            c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
-            if peep is not None:
-                o.addcmul_(c, peep[2 * H :])  # o sees c̃_t
-            o.sigmoid_()
-            norm_c, mean_c, rstd_c = torch.native_layer_norm(c, [H], g_c, b_c, 1e-5)
-            h = kernel_tanh(norm_c, out=mss[t]).mul_(o)
-            if w_hr is not None:
-                h = lnlstm_linear(h, w_hr, onednn)  # (size, P)
-            if zcs is not None:  # c_t = c̃_t + d (c_{t-1} - c̃_t)
-                c = torch.addcmul(c, zcs[t], c_prev - c, out=czs[t])
-            if zhs is not None:
-                h = torch.addcmul(h, zhs[t], h_prev - h, out=hzs[t])
-            rows[t] = [hw, mean_h, rstd_h, norm_c, mean_c, rstd_c, h]
+        with KernelThreads(kernel_threads(2.0 * G * batch_sizes[0] * W)):
+            w_step = KernelStepWeight(w_hh, batch_sizes[0], steps)
+            for t in kernel_order(steps, reverse):
+                size = batch_sizes[t]
+                h_prev = kernel_state_rows(h, h0, size, h_done)
+                c_prev = kernel_state_rows(c, c0, size, c_done)
+                h_in = h_prev if rec_mask is None else h_prev * rec_mask[:size]
+                hw = w_step.mm(h_in)  # (size, 4H)
+                norm_h, mean_h, rstd_h = torch.native_layer_norm(
+                    hw, [G], g_hh, None, 1e-5
+                )
+                a = gs[t].add_(norm_h)  # (size, 4H) pre-activations
+                i, f, g, o = a.chunk(4, 1)
+                if peep is None:
+                    a[:, : 2 * H].sigmoid_()  # i, f
+                else:
+                    a_if = a[:, : 2 * H].view(size, 2, H)  # i, f see c_{t-1}
+                    p_if = peep[: 2 * H].view(2, H)
+                    a_if.addcmul_(c_prev.unsqueeze(1), p_if).sigmoid_()
+                kernel_tanh(g, out=g)
+                c = torch.mul(f, c_prev, out=css[t]).addcmul_(i, g)
+                if peep is not None:
+                    o.addcmul_(c, peep[2 * H :])  # o sees c̃_t
+                o.sigmoid_()
+                norm_c, mean_c, rstd_c = torch.native_layer_norm(c, [H], g_c, b_c, 1e-5)
+                h = kernel_tanh(norm_c, out=mss[t]).mul_(o)
+                if w_hr is not None:
+                    h = kernel_linear(h, w_hr)  # (size, P)
+                if zcs is not None:  # c_t = c̃_t + d (c_{t-1} - c̃_t)
+                    c = torch.addcmul(c, zcs[t], c_prev - c, out=czs[t])
+                if zhs is not None:
+                    h = torch.addcmul(h, zhs[t], h_prev - h, out=hzs[t])
+                rows[t] = [hw, mean_h, rstd_h, norm_c, mean_c, rstd_c, h]
         hws, mean_h, rstd_h, norm_c, mean_c, rstd_c = (
             torch.cat([r[k] for r in rows]) for k in range(6)
         )
@@ -182,14 +157,14 @@ class LNLSTMKernelFunction(torch.autograd.Function):
             *(cs, mean_c, rstd_c, norm_c, ms, hs),
             *(c_states, rec_mask, zone_h, zone_c),
         )
-        ctx.plan = (batch_sizes, reverse, onednn)
+        ctx.plan = (batch_sizes, reverse)
         return hs, kernel_final_rows(h, h_done), kernel_final_rows(c, c_done)
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
         saved = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate the plain steps
-            batch_sizes, reverse = ctx.plan[0], ctx.plan[1]
+            batch_sizes, reverse = ctx.plan
             rec_mask, zone_h, zone_c = saved[26:29]
 
             def plain(*inputs):
@@ -201,8 +176,14 @@ class LNLSTMKernelFunction(torch.autograd.Function):
                 plain, list(saved[:12]), ctx.needs_input_grad, [d_hs, d_hn, d_cn]
             )
             return (*grads, None, None, None, None, None)
+        x, h0, c0 = saved[0], saved[10], saved[11]
+        H, W, N = c0.shape[1], h0.shape[1], x.shape[0]
+        threads = (
+            kernel_threads(8.0 * ctx.plan[0][0] * W * H),  # a step's product
+            kernel_threads(8.0 * N * H * max(W, x.shape[1])),  # a weight's gradient
+        )
         grads = lnlstm_backward(
-            saved, [d_hs, d_hn, d_cn], ctx.plan, ctx.needs_input_grad
+            saved, [d_hs, d_hn, d_cn], ctx.plan, ctx.needs_input_grad, threads
         )
         return (*grads, None, None, None, None, None)
 
@@ -240,10 +221,12 @@ def lnlstm_zone_grad(
 def lnlstm_backward(
     saved: Tuple[Tensor, ...],
     outputs_grads: List[Tensor],
-    plan: Tuple[List[int], bool, bool],
+    plan: Tuple[List[int], bool],
     needs: Tuple[bool, ...],
+    threads: Tuple[int, int],
 ) -> List[Optional[Tensor]]:
-    """LNLSTMKernelFunction's hand-written backward: the gradients of its 12 inputs.
+    """LNLSTMKernelFunction's hand-written backward: the gradients of its 12 inputs,
+    the steps on threads[0] of torch's threads, the rest on threads[1].
 
     The factors that do not depend on the recurrence come first, for all rows
     (`lstm_backward_factors`, with LN(c̃_t) in place of c_t: dz_{i,f,g} = dc̃_t P,
@@ -257,60 +240,63 @@ def lnlstm_backward(
     cs, mean_c, rstd_c, hs = saved[19], saved[20], saved[21], saved[24]
     c_states, rec_mask, zone_h, zone_c = saved[25:29]
     d_hs, d_hn, d_cn = outputs_grads
-    batch_sizes, reverse, onednn = plan
+    batch_sizes, reverse = plan
     H = c0.shape[1]
-    c_prev = kernel_prev_rows(c_states, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
-    dz, K = lstm_backward_factors(gates, c_prev, saved[22])  # dz holds P for now
-    d_norm_c = torch.empty_like(cs)  # (N, H) gradient of LN(c̃_t)
-    d_h = torch.empty_like(hs)  # (N, h width) gradient of h̃_t
-    split = [t.split(batch_sizes) for t in (d_hs, dz, K, d_norm_c, d_h)]
-    d_outs, dzs, Ks, d_norm_cs, d_hs_ = split
-    d_hws_: List[Tensor] = list(dzs)  # per step: gradient of W_hh h_{t-1}
-    saved_rows = [t.split(batch_sizes) for t in (cs, mean_c, rstd_c, hws)]
-    css, mean_cs, rstd_cs, hws_ = saved_rows
-    mean_hs, rstd_hs = mean_h.split(batch_sizes), rstd_h.split(batch_sizes)
-    fs = gates[:, H : 2 * H].split(batch_sizes)
-    zhs, zcs = lnlstm_split(zone_h, batch_sizes), lnlstm_split(zone_c, batch_sizes)
-    h_grads: List[Tensor] = []
-    c_grads: List[Tensor] = []
-    dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
-    for t in kernel_order(len(dzs), not reverse):
-        size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-        dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
-        if zhs is None:
-            dh = torch.add(dh, d_outs[t], out=d_hs_[t])
-            carry_h = None
-        else:  # dh_t, then dh̃_t = (1 - d) dh_t
-            dh, carry_h = lnlstm_zone_grad(dh + d_outs[t], zhs, t, d_hs_[t])
-        dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c̃_t))
-        if w_hr is not None:
-            dm = lnlstm_linear(dh, w_hr.t(), onednn)
-        dz_o = dzt[:, 3 * H :].mul_(dm)
-        d_nc = torch.mul(dm, Ks[t], out=d_norm_cs[t])
-        dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)  # of c_t
-        dc, carry_c = lnlstm_zone_grad(dc, zcs, t)  # of c̃_t, through c_t
-        dc = dc + lnlstm_norm_grad(d_nc, css[t], mean_cs[t], rstd_cs[t], g_c)
-        if peep is not None:
-            dc.addcmul_(dz_o, peep[2 * H :])  # o saw c̃_t
-        dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-        d_hw = lnlstm_norm_grad(dzt, hws_[t], mean_hs[t], rstd_hs[t], g_hh)
-        d_hws_[t] = d_hw
-        dh = lnlstm_linear(d_hw, w_hh.t(), onednn)  # (size, h width)
-        if rec_mask is not None:
-            dh.mul_(rec_mask[:size])
-        if carry_h is not None:
-            dh.add_(carry_h)
-        dc = dc * fs[t]
-        if peep is not None:  # i and f saw c_{t-1}
-            dc.addcmul_(dzt[:, :H], peep[:H]).addcmul_(
-                dzt[:, H : 2 * H], peep[H : 2 * H]
-            )
-        if carry_c is not None:
-            dc.add_(carry_c)
-    kernel_state_rows_grad(dh, d_hn, 0, h_grads)
-    kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-    d_hws = torch.cat(d_hws_)  # (N, 4H)
-    rows = lnlstm_row_grads(saved, dz, d_hws, d_norm_c, d_h, c_prev, plan, needs)
+    with KernelThreads(threads[0]):  # the steps, and the factors of all rows
+        c_prev = kernel_prev_rows(c_states, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
+        dz, K = lstm_backward_factors(gates, c_prev, saved[22])  # dz holds P for now
+        d_norm_c = torch.empty_like(cs)  # (N, H) gradient of LN(c̃_t)
+        d_h = torch.empty_like(hs)  # (N, h width) gradient of h̃_t
+        split = [t.split(batch_sizes) for t in (d_hs, dz, K, d_norm_c, d_h)]
+        d_outs, dzs, Ks, d_norm_cs, d_hs_ = split
+        d_hws_: List[Tensor] = list(dzs)  # per step: gradient of W_hh h_{t-1}
+        saved_rows = [t.split(batch_sizes) for t in (cs, mean_c, rstd_c, hws)]
+        css, mean_cs, rstd_cs, hws_ = saved_rows
+        mean_hs, rstd_hs = mean_h.split(batch_sizes), rstd_h.split(batch_sizes)
+        fs = gates[:, H : 2 * H].split(batch_sizes)
+        zhs, zcs = lnlstm_split(zone_h, batch_sizes), lnlstm_split(zone_c, batch_sizes)
+        h_grads: List[Tensor] = []
+        c_grads: List[Tensor] = []
+        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
+        w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(dzs))
+        for t in kernel_order(len(dzs), not reverse):
+            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
+            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
+            if zhs is None:
+                dh = torch.add(dh, d_outs[t], out=d_hs_[t])
+                carry_h = None
+            else:  # dh_t, then dh̃_t = (1 - d) dh_t
+                dh, carry_h = lnlstm_zone_grad(dh + d_outs[t], zhs, t, d_hs_[t])
+            dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c̃_t))
+            if w_hr is not None:
+                dm = kernel_linear(dh, w_hr.t())
+            dz_o = dzt[:, 3 * H :].mul_(dm)
+            d_nc = torch.mul(dm, Ks[t], out=d_norm_cs[t])
+            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)  # of c_t
+            dc, carry_c = lnlstm_zone_grad(dc, zcs, t)  # of c̃_t, through c_t
+            dc = dc + lnlstm_norm_grad(d_nc, css[t], mean_cs[t], rstd_cs[t], g_c)
+            if peep is not None:
+                dc.addcmul_(dz_o, peep[2 * H :])  # o saw c̃_t
+            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+            d_hw = lnlstm_norm_grad(dzt, hws_[t], mean_hs[t], rstd_hs[t], g_hh)
+            d_hws_[t] = d_hw
+            dh = w_back.mm(d_hw)  # (size, h width)
+            if rec_mask is not None:
+                dh.mul_(rec_mask[:size])
+            if carry_h is not None:
+                dh.add_(carry_h)
+            dc = dc * fs[t]
+            if peep is not None:  # i and f saw c_{t-1}
+                dc.addcmul_(dzt[:, :H], peep[:H]).addcmul_(
+                    dzt[:, H : 2 * H], peep[H : 2 * H]
+                )
+            if carry_c is not None:
+                dc.add_(carry_c)
+        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
+        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
+    with KernelThreads(threads[1]):  # products and reductions over all rows
+        d_hws = torch.cat(d_hws_)  # (N, 4H)
+        rows = lnlstm_row_grads(saved, dz, d_hws, d_norm_c, d_h, c_prev, plan, needs)
     return rows + [kernel_init_grad(h_grads), kernel_init_grad(c_grads)]
 
 
@@ -321,7 +307,7 @@ def lnlstm_row_grads(
     d_norm_c: Tensor,
     d_h: Tensor,
     c_prev: Tensor,
-    plan: Tuple[List[int], bool, bool],
+    plan: Tuple[List[int], bool],
     needs: Tuple[bool, ...],
 ) -> List[Optional[Tensor]]:
     """Gradients of x and of every weight from the per-row gradients of the steps:
@@ -332,21 +318,19 @@ def lnlstm_row_grads(
     xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h = saved[12:19]
     cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:25]
     rec_mask = saved[26]
-    batch_sizes, reverse, onednn = plan
+    batch_sizes, reverse = plan
     H, G = cs.shape[1], dz.shape[1]
     nlb = torch.ops.aten.native_layer_norm_backward
     mask = [needs[0] or needs[1], needs[4], needs[2]]  # LN's bias there is b
     d_xw, d_gih, d_bias = nlb(dz, xw, [G], mean_x, rstd_x, g_ih, bias, mask)
-    dx = lnlstm_linear(d_xw, w_ih.t(), onednn) if needs[0] else None  # (N, input)
-    d_wih: Optional[Tensor] = None
-    if needs[1]:
-        d_wih = lnlstm_linear(x.t(), d_xw.t(), onednn).t()  # (4H, input)
+    dx = kernel_linear(d_xw, w_ih.t()) if needs[0] else None  # (N, input)
+    d_wih = kernel_weight_grad(d_xw, x) if needs[1] else None  # (4H, input)
     d_whh: Optional[Tensor] = None
     if needs[3]:
         h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, h width)
         if rec_mask is not None:  # what the matmul read
             h_prev.mul_(lnlstm_mask_rows(rec_mask, batch_sizes))
-        d_whh = lnlstm_linear(h_prev.t(), d_hws.t(), onednn).t()  # (4H, h width)
+        d_whh = kernel_weight_grad(d_hws, h_prev)  # (4H, h width)
     d_ghh = nlb(dz, hws, [G], mean_h, rstd_h, g_hh, None, [False, needs[5], False])[1]
     _, d_gc, d_bc = nlb(
         d_norm_c, cs, [H], mean_c, rstd_c, g_c, b_c, [False, needs[6], needs[7]]
@@ -362,7 +346,7 @@ def lnlstm_row_grads(
         )
     d_whr = None
     if w_hr is not None and needs[9]:
-        d_whr = lnlstm_linear(d_h.t(), ms.t(), onednn)  # (P, H)
+        d_whr = kernel_weight_grad(d_h, ms)  # (P, H)
     return [dx, d_wih, d_bias, d_whh, d_gih, d_ghh, d_gc, d_bc, d_peep, d_whr]
 
 

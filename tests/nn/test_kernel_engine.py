@@ -2,6 +2,8 @@
 steps on one thread, a backward that writes over its saved gates (and recomputes
 them for a second one), the span helpers, and the batch-first copies."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,8 @@ from rnnspec.nn.kernel import (
     kernel_project,
     kernel_spans,
 )
+from rnnspec.nn.lngru import LayerNormGRU
+from rnnspec.nn.lnlstm import LayerNormLSTM
 from rnnspec.nn.lstm import CustomLSTM
 from rnnspec.nn.peephole import PeepholeLSTM
 from rnnspec.nn.rnn import CustomRNN
@@ -28,13 +32,14 @@ BATCH_SIZES = {"uniform": [3, 3, 3, 3], "packed": [4, 3, 3, 1, 1]}
 
 
 def training_grads(model, x, lengths=None, retain=False):
-    """Output, final states and every gradient of a fixed random loss."""
+    """Output, final states and every gradient of a fixed random loss (the same
+    loss in every dtype)."""
     x = x.clone().requires_grad_()
     out, state = model(x) if lengths is None else model(x, None, lengths)
     states = state if isinstance(state, tuple) else (state,)
     gen = torch.Generator().manual_seed(3)
     loss = sum(
-        (t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum()
+        (t * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t)).sum()
         for t in (out, *states)
     )
     tensors = [x, *model.parameters()]
@@ -68,6 +73,36 @@ def test_onednn_products_match_torch(cell):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
     for a, b in zip(got_grads, expected_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+# layer-normalised cells at sizes whose products take oneDNN in float32
+NORM_CELLS = {
+    "lnlstm": lambda: LayerNormLSTM(16, 128, bidirectional=True, peephole=True),
+    "lngru": lambda: LayerNormGRU(16, 160, bidirectional=True),
+}
+
+
+@pytest.mark.parametrize("cell", sorted(NORM_CELLS))
+def test_layer_norm_cells_on_onednn_match_float64(cell):
+    """float32 steps on oneDNN give, to float32 rounding, the outputs and
+    gradients of the same model in float64 (torch.mm: no oneDNN there)."""
+    torch.manual_seed(4)
+    ours = NORM_CELLS[cell]()
+    with torch.no_grad():
+        for p in ours.parameters():  # gains and peepholes away from 1 and 0
+            p.add_(torch.randn_like(p), alpha=0.1)
+    assert KernelStepWeight(ours.weight_hh_l0, 16, 6).onednn == kernel_onednn(
+        ours.weight_hh_l0
+    )
+    wide = copy.deepcopy(ours).double()
+    x = torch.randn(6, 16, 16)
+    lengths = torch.tensor([6, 5, 6, 2, 1, 6, 3, 4, 6, 6, 5, 1, 2, 6, 4, 3])
+    got, got_grads = training_grads(ours, x, lengths)
+    expected, expected_grads = training_grads(wide, x.double(), lengths)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a.double(), b, atol=2e-5, rtol=1e-4)
+    for a, b in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a.double(), b, atol=2e-4, rtol=1e-4)
 
 
 def test_step_weight_below_the_threshold_keeps_torch_mm():
@@ -106,13 +141,21 @@ def test_second_backward_gives_the_same_gradients(name, zoneout):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", sorted(MODULES) + ["rnn"])
+# every cell, layer-normalised ones too (their steps run on the same engine)
+THREAD_MODULES = {
+    **MODULES,
+    "rnn": lambda: CustomRNN(5, 6, 2, dtype=torch.float64),
+    "lnlstm": lambda: LayerNormLSTM(5, 6, 2, dtype=torch.float64, peephole=True),
+    "lngru": lambda: LayerNormGRU(5, 6, 2, bidirectional=True, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(THREAD_MODULES))
 def test_steps_run_on_one_thread_and_the_count_comes_back(name, monkeypatch):
     """With torch on 2 threads, every step product runs on 1, the count is 2
     again after forward and backward (the products of all rows are too small
     here to earn a second thread)."""
-    make = MODULES.get(name, lambda: CustomRNN(5, 6, 2, dtype=torch.float64))
-    model = make()
+    model = THREAD_MODULES[name]()
     seen = []
     mm = KernelStepWeight.mm
 

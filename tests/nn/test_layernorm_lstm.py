@@ -20,6 +20,7 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 from rnnspec.nn import lnlstm
+from rnnspec.nn.kernel import KernelStepWeight, kernel_onednn
 from rnnspec.nn.lnlstm import LayerNormLSTM, LNLSTMKernelFunction, lnlstm_kernel_plain
 from rnnspec.nn.lstm import CustomLSTM
 
@@ -405,7 +406,7 @@ def test_function_gradgradcheck(peephole, proj, reverse):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_float32_onednn_matmuls_match_torch_matmuls(reverse):
-    """In float32 on CPU the Function multiplies on oneDNN (lnlstm_onednn): the
+    """In float32 on CPU the Function multiplies on oneDNN (kernel_onednn): the
     same numbers, to float32 rounding, as the plain steps on torch.mm, and as the
     Function with oneDNN switched off."""
     batch_sizes = [16, 16, 12, 3]  # steps of 16 × 512 × 127 multiply-adds
@@ -414,8 +415,9 @@ def test_float32_onednn_matmuls_match_torch_matmuls(reverse):
         for t in function_inputs(batch_sizes, True, True, hidden=128)
     ]
     tensors = [t for t in inputs if t is not None]
-    onednn = lnlstm.lnlstm_onednn(inputs[10], inputs[3])  # (h0, w_hh)
-    assert onednn == torch.backends.mkldnn.is_available()
+    w_hh = inputs[3]
+    onednn = KernelStepWeight(w_hh, batch_sizes[0], len(batch_sizes)).onednn
+    assert onednn == kernel_onednn(w_hh) == torch.backends.mkldnn.is_available()
     gen = torch.Generator().manual_seed(1)
 
     def outputs_and_grads(fn):
@@ -428,7 +430,7 @@ def test_float32_onednn_matmuls_match_torch_matmuls(reverse):
     gen.manual_seed(1)
     got = outputs_and_grads(LNLSTMKernelFunction.apply)
     with torch.backends.mkldnn.flags(enabled=False):
-        assert not lnlstm.lnlstm_onednn(inputs[10], inputs[3])
+        assert not KernelStepWeight(w_hh, batch_sizes[0], len(batch_sizes)).onednn
         gen.manual_seed(1)
         without = outputs_and_grads(LNLSTMKernelFunction.apply)
     for a, b, c in zip(got, expected, without, strict=True):
