@@ -26,17 +26,19 @@ from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_linear,
+    kernel_offsets,
     kernel_order,
-    kernel_prev_rows,
+    kernel_prev_range,
     kernel_recompute_grads,
     kernel_runs_plain,
+    kernel_spans,
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
     kernel_threads,
     kernel_weight_grad,
 )
-from .lstm import CustomLSTM, lstm_backward_factors
+from .lstm import CustomLSTM, lstm_backward_factors, lstm_peephole_grad
 from .peephole import PeepholesLoadAsZero
 
 
@@ -180,7 +182,7 @@ class LNLSTMKernelFunction(torch.autograd.Function):
         H, W, N = c0.shape[1], h0.shape[1], x.shape[0]
         threads = (
             kernel_threads(8.0 * ctx.plan[0][0] * W * H),  # a step's product
-            kernel_threads(8.0 * N * H * max(W, x.shape[1])),  # a weight's gradient
+            kernel_threads(N / 2 * H * max(W, x.shape[1])),  # a span's weight gradient
         )
         grads = lnlstm_backward(
             saved, [d_hs, d_hn, d_cn], ctx.plan, ctx.needs_input_grad, threads
@@ -226,128 +228,172 @@ def lnlstm_backward(
     threads: Tuple[int, int],
 ) -> List[Optional[Tensor]]:
     """LNLSTMKernelFunction's hand-written backward: the gradients of its 12 inputs,
-    the steps on threads[0] of torch's threads, the rest on threads[1].
+    the steps on threads[0] of torch's threads, a span's products on threads[1].
 
-    The factors that do not depend on the recurrence come first, for all rows
-    (`lstm_backward_factors`, with LN(c̃_t) in place of c_t: dz_{i,f,g} = dc̃_t P,
-    dz_o = dm_t P_o, d LN(c̃_t) = dm_t K); the steps then run the two LayerNorm
-    backwards and the recurrent matmul; the rest are reductions over all rows.
-    With zoneout, d ⊙ dh_t goes straight to h_{t-1} and (1 - d) ⊙ dh_t to h̃_t
-    (c likewise); with recurrent dropout the matmul's gradient is masked.
+    A span of steps at a time (`kernel_spans`: a sixteenth of the rows), in the
+    order the steps run backwards: the span's factors, its steps, then its share
+    of every gradient that sums over rows (`LNLSTMBackward`). So the temporaries
+    stay within a span's rows; dx, N rows, is the one full-size tensor made.
     """
-    w_hh, g_hh, g_c, peep, w_hr = saved[3], saved[5], saved[6], saved[8], saved[9]
-    c0, gates, (hws, mean_h, rstd_h) = saved[11], saved[15], saved[16:19]
-    cs, mean_c, rstd_c, hs = saved[19], saved[20], saved[21], saved[24]
-    c_states, rec_mask, zone_h, zone_c = saved[25:29]
-    d_hs, d_hn, d_cn = outputs_grads
-    batch_sizes, reverse = plan
-    H = c0.shape[1]
-    with KernelThreads(threads[0]):  # the steps, and the factors of all rows
-        c_prev = kernel_prev_rows(c_states, c0, batch_sizes, reverse)  # (N, H) c_{t-1}
-        dz, K = lstm_backward_factors(gates, c_prev, saved[22])  # dz holds P for now
-        d_norm_c = torch.empty_like(cs)  # (N, H) gradient of LN(c̃_t)
-        d_h = torch.empty_like(hs)  # (N, h width) gradient of h̃_t
-        split = [t.split(batch_sizes) for t in (d_hs, dz, K, d_norm_c, d_h)]
-        d_outs, dzs, Ks, d_norm_cs, d_hs_ = split
-        d_hws_: List[Tensor] = list(dzs)  # per step: gradient of W_hh h_{t-1}
-        saved_rows = [t.split(batch_sizes) for t in (cs, mean_c, rstd_c, hws)]
-        css, mean_cs, rstd_cs, hws_ = saved_rows
-        mean_hs, rstd_hs = mean_h.split(batch_sizes), rstd_h.split(batch_sizes)
-        fs = gates[:, H : 2 * H].split(batch_sizes)
-        zhs, zcs = lnlstm_split(zone_h, batch_sizes), lnlstm_split(zone_c, batch_sizes)
-        h_grads: List[Tensor] = []
-        c_grads: List[Tensor] = []
-        dh, dc = d_hn[:0], d_cn[:0]  # gradients of the next-run step's start state
-        w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(dzs))
-        for t in kernel_order(len(dzs), not reverse):
-            size, dzt = batch_sizes[t], dzs[t]  # (size, 4H)
-            dh = kernel_state_rows_grad(dh, d_hn, size, h_grads)
-            if zhs is None:
-                dh = torch.add(dh, d_outs[t], out=d_hs_[t])
-                carry_h = None
-            else:  # dh_t, then dh̃_t = (1 - d) dh_t
-                dh, carry_h = lnlstm_zone_grad(dh + d_outs[t], zhs, t, d_hs_[t])
-            dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c̃_t))
-            if w_hr is not None:
-                dm = kernel_linear(dh, w_hr.t())
-            dz_o = dzt[:, 3 * H :].mul_(dm)
-            d_nc = torch.mul(dm, Ks[t], out=d_norm_cs[t])
-            dc = kernel_state_rows_grad(dc, d_cn, size, c_grads)  # of c_t
-            dc, carry_c = lnlstm_zone_grad(dc, zcs, t)  # of c̃_t, through c_t
-            dc = dc + lnlstm_norm_grad(d_nc, css[t], mean_cs[t], rstd_cs[t], g_c)
-            if peep is not None:
-                dc.addcmul_(dz_o, peep[2 * H :])  # o saw c̃_t
-            dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
-            d_hw = lnlstm_norm_grad(dzt, hws_[t], mean_hs[t], rstd_hs[t], g_hh)
-            d_hws_[t] = d_hw
-            dh = w_back.mm(d_hw)  # (size, h width)
-            if rec_mask is not None:
-                dh.mul_(rec_mask[:size])
-            if carry_h is not None:
-                dh.add_(carry_h)
-            dc = dc * fs[t]
-            if peep is not None:  # i and f saw c_{t-1}
-                dc.addcmul_(dzt[:, :H], peep[:H]).addcmul_(
-                    dzt[:, H : 2 * H], peep[H : 2 * H]
-                )
-            if carry_c is not None:
-                dc.add_(carry_c)
-        kernel_state_rows_grad(dh, d_hn, 0, h_grads)
-        kernel_state_rows_grad(dc, d_cn, 0, c_grads)
-    with KernelThreads(threads[1]):  # products and reductions over all rows
-        d_hws = torch.cat(d_hws_)  # (N, 4H)
-        rows = lnlstm_row_grads(saved, dz, d_hws, d_norm_c, d_h, c_prev, plan, needs)
-    return rows + [kernel_init_grad(h_grads), kernel_init_grad(c_grads)]
+    back = LNLSTMBackward(saved, outputs_grads, plan, needs, threads[1])
+    with KernelThreads(threads[0]):
+        for span in kernel_spans(plan[0], plan[1], 16):
+            back.span(span)
+    return back.grads()
 
 
-def lnlstm_row_grads(
-    saved: Tuple[Tensor, ...],
-    dz: Tensor,
-    d_hws: Tensor,
-    d_norm_c: Tensor,
-    d_h: Tensor,
-    c_prev: Tensor,
-    plan: Tuple[List[int], bool],
-    needs: Tuple[bool, ...],
-) -> List[Optional[Tensor]]:
-    """Gradients of x and of every weight from the per-row gradients of the steps:
-    one matmul or one LayerNorm backward over all rows each. A weight gradient
-    dzᵀ v is (vᵀ dz)ᵀ: oneDNN then copies the narrower vᵀ, not dzᵀ. d_h is the
-    gradient of h̃_t (of the projection's output)."""
-    x, w_ih, bias, w_hh, g_ih, g_hh, g_c, b_c, peep, w_hr, h0, c0 = saved[:12]
-    xw, mean_x, rstd_x, gates, hws, mean_h, rstd_h = saved[12:19]
-    cs, mean_c, rstd_c, norm_c, ms, hs = saved[19:25]
-    rec_mask = saved[26]
-    batch_sizes, reverse = plan
-    H, G = cs.shape[1], dz.shape[1]
-    nlb = torch.ops.aten.native_layer_norm_backward
-    mask = [needs[0] or needs[1], needs[4], needs[2]]  # LN's bias there is b
-    d_xw, d_gih, d_bias = nlb(dz, xw, [G], mean_x, rstd_x, g_ih, bias, mask)
-    dx = kernel_linear(d_xw, w_ih.t()) if needs[0] else None  # (N, input)
-    d_wih = kernel_weight_grad(d_xw, x) if needs[1] else None  # (4H, input)
-    d_whh: Optional[Tensor] = None
-    if needs[3]:
-        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, h width)
-        if rec_mask is not None:  # what the matmul read
-            h_prev.mul_(lnlstm_mask_rows(rec_mask, batch_sizes))
-        d_whh = kernel_weight_grad(d_hws, h_prev)  # (4H, h width)
-    d_ghh = nlb(dz, hws, [G], mean_h, rstd_h, g_hh, None, [False, needs[5], False])[1]
-    _, d_gc, d_bc = nlb(
-        d_norm_c, cs, [H], mean_c, rstd_c, g_c, b_c, [False, needs[6], needs[7]]
-    )
-    d_peep: Optional[Tensor] = None
-    if peep is not None and needs[8]:
-        d_peep = torch.cat(
-            [
-                (dz[:, :H] * c_prev).sum(0),
-                (dz[:, H : 2 * H] * c_prev).sum(0),
-                (dz[:, 3 * H :] * cs).sum(0),
-            ]
+class LNLSTMBackward:
+    """The state of `lnlstm_backward` between spans: the gradients flowing
+    into the next-run step (dh, dc), the initial state's pieces, and the sums over
+    rows so far (`sums`: the weights', gains' and biases' gradients).
+
+    The equations (with LN(c̃_t) in place of c_t in `lstm_backward_factors`):
+    dz_{i,f,g} = dc̃_t P, dz_o = dm_t P_o, d LN(c̃_t) = dm_t K; a step runs the two
+    LayerNorm backwards (of LN(c̃_t) and of LN(W_hh h_{t-1})) and the recurrent
+    matmul. With zoneout, d ⊙ dh_t goes straight to h_{t-1} and (1 - d) ⊙ dh_t to
+    h̃_t (c likewise); with recurrent dropout the matmul's gradient is masked.
+    """
+
+    def __init__(self, saved, grads, plan, needs, threads: int):
+        self.saved, self.needs, self.threads = saved, needs, threads
+        self.batch_sizes, self.reverse = plan
+        self.offsets = kernel_offsets(self.batch_sizes)
+        x, w_hh, c0, hs = saved[0], saved[3], saved[11], saved[24]
+        self.d_outs = grads[0].split(self.batch_sizes)
+        self.d_hn, self.d_cn = grads[1], grads[2]
+        self.dh, self.dc = self.d_hn[:0], self.d_cn[:0]  # of the next-run step's start
+        self.h_grads: List[Tensor] = []
+        self.c_grads: List[Tensor] = []
+        self.dx = torch.empty_like(x) if needs[0] else None  # (N, input)
+        self.sums: List[Optional[Tensor]] = [None] * 10  # gradients of inputs 0-9
+        sizes = self.batch_sizes
+        self.w_back = KernelStepWeight(w_hh.t(), sizes[0], len(sizes))
+        self.rows = [
+            t.split(sizes) for t in saved[19:22] + saved[16:19]
+        ]  # c̃, mean_c, rstd_c, W_hh h, mean_h, rstd_h: per step
+        H = c0.shape[1]
+        self.fs = saved[15][:, H : 2 * H].split(sizes)  # f_t, per step
+        self.zhs = lnlstm_split(saved[27], sizes)
+        self.zcs = lnlstm_split(saved[28], sizes)
+        self.d_h_width = hs.shape[1]
+
+    def add(self, k: int, part: Optional[Tensor]) -> None:
+        """Adds a span's share to the gradient of input k."""
+        if part is not None:
+            total = self.sums[k]
+            self.sums[k] = part if total is None else total.add_(part)
+
+    def span(self, span: List[int]) -> None:
+        """The steps t0..t1-1 of `span` after their factors, then their rows'
+        share of the sums (`fold`)."""
+        saved, (t0, t1) = self.saved, span
+        r0, r1 = self.offsets[t0], self.offsets[t1]
+        c_states, c0 = saved[25], saved[11]
+        c_prev = kernel_prev_range(  # (rows, H) c_{t-1}
+            c_states, c0, self.batch_sizes, self.offsets, self.reverse, span
         )
-    d_whr = None
-    if w_hr is not None and needs[9]:
-        d_whr = kernel_weight_grad(d_h, ms)  # (P, H)
-    return [dx, d_wih, d_bias, d_whh, d_gih, d_ghh, d_gc, d_bc, d_peep, d_whr]
+        dz, K = lstm_backward_factors(saved[15][r0:r1], c_prev, saved[22][r0:r1])
+        d_norm_c = torch.empty_like(K)  # (rows, H) gradient of LN(c̃_t)
+        d_h = dz.new_empty(r1 - r0, self.d_h_width)  # gradient of h̃_t
+        d_hws: List[Tensor] = [dz] * (t1 - t0)  # per step: of W_hh h_{t-1}
+        sizes = self.batch_sizes[t0:t1]
+        split = [t.split(sizes) for t in (dz, K, d_norm_c, d_h)]
+        order = range(t0, t1) if self.reverse else range(t1 - 1, t0 - 1, -1)
+        for t in order:
+            j = t - t0
+            d_hws[j] = self.step(t, *(s[j] for s in split))
+        with KernelThreads(self.threads):
+            self.fold(span, dz, torch.cat(d_hws), d_norm_c, d_h, c_prev)
+
+    def step(self, t: int, dzt: Tensor, K: Tensor, d_norm_c: Tensor, d_h: Tensor):
+        """Step t backwards: dzt (size, 4H) holds P and becomes dz_t; returns the
+        gradient of W_hh h_{t-1} (size, 4H)."""
+        saved, size = self.saved, self.batch_sizes[t]
+        g_hh, g_c, peep, w_hr, rec_mask = (saved[k] for k in (5, 6, 8, 9, 26))
+        cs, mean_c, rstd_c, hws, mean_h, rstd_h = (rows[t] for rows in self.rows)
+        H = cs.shape[1]
+        dh = kernel_state_rows_grad(self.dh, self.d_hn, size, self.h_grads)
+        if self.zhs is None:
+            dh = torch.add(dh, self.d_outs[t], out=d_h)
+            carry_h = None
+        else:  # dh_t, then dh̃_t = (1 - d) dh_t
+            dh, carry_h = lnlstm_zone_grad(dh + self.d_outs[t], self.zhs, t, d_h)
+        dm = dh  # (size, H) gradient of o ⊙ tanh(LN(c̃_t))
+        if w_hr is not None:
+            dm = kernel_linear(dh, w_hr.t())
+        dz_o = dzt[:, 3 * H :].mul_(dm)
+        d_nc = torch.mul(dm, K, out=d_norm_c)
+        dc = kernel_state_rows_grad(self.dc, self.d_cn, size, self.c_grads)  # of c_t
+        dc, carry_c = lnlstm_zone_grad(dc, self.zcs, t)  # of c̃_t, through c_t
+        dc = dc + lnlstm_norm_grad(d_nc, cs, mean_c, rstd_c, g_c)
+        if peep is not None:
+            dc.addcmul_(dz_o, peep[2 * H :])  # o saw c̃_t
+        dzt[:, : 3 * H].view(size, 3, H).mul_(dc.unsqueeze(1))  # i, f, g
+        d_hw = lnlstm_norm_grad(dzt, hws, mean_h, rstd_h, g_hh)
+        dh = self.w_back.mm(d_hw)  # (size, h width)
+        if rec_mask is not None:
+            dh.mul_(rec_mask[:size])
+        if carry_h is not None:
+            dh.add_(carry_h)
+        dc = dc * self.fs[t]
+        if peep is not None:  # i and f saw c_{t-1}
+            dc.addcmul_(dzt[:, :H], peep[:H]).addcmul_(
+                dzt[:, H : 2 * H], peep[H : 2 * H]
+            )
+        if carry_c is not None:
+            dc.add_(carry_c)
+        self.dh, self.dc = dh, dc
+        return d_hw
+
+    def fold(self, span, dz, d_hws, d_norm_c, d_h, c_prev) -> None:
+        """A span's rows into dx and the sums: one matmul or one LayerNorm
+        backward each. dz, d_hws (rows, 4H): the gradients of the gates'
+        pre-activations and of W_hh h_{t-1}; d_norm_c, of LN(c̃_t); d_h, of h̃_t."""
+        x, w_ih, bias, _, g_ih, g_hh, g_c, b_c, peep, w_hr, h0 = self.saved[:11]
+        xw, mean_x, rstd_x, _, hws, mean_h, rstd_h = self.saved[12:19]
+        cs, mean_c, rstd_c, _, ms, hs = self.saved[19:25]
+        rec_mask, needs = self.saved[26], self.needs
+        r0, r1 = self.offsets[span[0]], self.offsets[span[1]]
+        nlb = torch.ops.aten.native_layer_norm_backward
+        G, H = dz.shape[1], cs.shape[1]
+        mask = [needs[0] or needs[1], needs[4], needs[2]]  # LN's bias there is b
+        if any(mask):
+            d_xw, d_gih, d_bias = nlb(
+                dz, xw[r0:r1], [G], mean_x[r0:r1], rstd_x[r0:r1], g_ih, bias, mask
+            )
+            self.add(2, d_bias)
+            self.add(4, d_gih)
+            if self.dx is not None:  # (rows, input)
+                self.dx[r0:r1] = kernel_linear(d_xw, w_ih.t())
+            if needs[1]:
+                self.add(1, kernel_weight_grad(d_xw, x[r0:r1]))  # (4H, input)
+        if needs[3]:  # what the matmul read: m ⊙ h_{t-1}
+            h_prev = kernel_prev_range(
+                hs, h0, self.batch_sizes, self.offsets, self.reverse, span
+            )
+            if rec_mask is not None:
+                sizes = self.batch_sizes[span[0] : span[1]]
+                h_prev = h_prev * lnlstm_mask_rows(rec_mask, sizes)
+            self.add(3, kernel_weight_grad(d_hws, h_prev))  # (4H, h width)
+        if needs[5]:
+            rows = (hws[r0:r1], [G], mean_h[r0:r1], rstd_h[r0:r1], g_hh, None)
+            self.add(5, nlb(dz, *rows, [False, True, False])[1])
+        if needs[6] or needs[7]:
+            rows = (cs[r0:r1], [H], mean_c[r0:r1], rstd_c[r0:r1], g_c, b_c)
+            _, d_gc, d_bc = nlb(d_norm_c, *rows, [False, needs[6], needs[7]])
+            self.add(6, d_gc)
+            self.add(7, d_bc)
+        if peep is not None and needs[8]:
+            self.add(8, lstm_peephole_grad(dz, c_prev, cs[r0:r1]))
+        if w_hr is not None and needs[9]:
+            self.add(9, kernel_weight_grad(d_h, ms[r0:r1]))  # (P, H)
+
+    def grads(self) -> List[Optional[Tensor]]:
+        """The gradients of the Function's 12 tensor inputs, after every span."""
+        kernel_state_rows_grad(self.dh, self.d_hn, 0, self.h_grads)
+        kernel_state_rows_grad(self.dc, self.d_cn, 0, self.c_grads)
+        dh0, dc0 = kernel_init_grad(self.h_grads), kernel_init_grad(self.c_grads)
+        return [self.dx, *self.sums[1:], dh0, dc0]
 
 
 def lnlstm_kernel_plain(

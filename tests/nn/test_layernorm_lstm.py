@@ -350,6 +350,10 @@ FUNCTION_CASES = [
     for reverse in (False, True)
     for peephole in (False, True)
     for proj in (False, True)
+] + [  # 45 steps: the backward's spans (a sixteenth of the rows) hold several
+    ([3] * 20 + [2] * 15 + [1] * 10, reverse, both, both)
+    for reverse in (False, True)
+    for both in (False, True)
 ]
 
 
