@@ -20,13 +20,14 @@ from .kernel import (
     kernel_doubles,
     kernel_final_rows,
     kernel_init_grad,
-    kernel_input_grads,
     kernel_linear,
+    kernel_offsets,
     kernel_order,
-    kernel_prev_weight_grad,
+    kernel_prev_range,
     kernel_project,
     kernel_recompute_grads,
     kernel_runs_plain,
+    kernel_spans,
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
@@ -124,34 +125,71 @@ class RNNKernelFunction(torch.autograd.Function):
                 plain, inputs, ctx.needs_input_grad, [d_hs, d_hn]
             )
             return (*grads, None, None, None, None, None)
-        H = h0.shape[1]
-        with KernelThreads(kernel_threads(2.0 * batch_sizes[0] * H * H)):
-            # dz/dh_t = act'(z) (1 - d) for every step; each step multiplies it by dh
-            dz = (pre > 0).to(pre.dtype) if relu else pre.mul(pre).neg_().add_(1.0)
+        return rnn_backward(ctx, d_hs, d_hn)
+
+
+def rnn_backward(ctx, d_hs: Tensor, d_hn: Tensor) -> Tuple[Optional[Tensor], ...]:
+    """RNNKernelFunction's first-order backward, a span of steps at a time
+    (`kernel_spans`: a sixteenth of the rows), in the order the steps run
+    backwards: the span's dz/dh_t factors, its steps, then its rows' share of dx
+    (rows of one (N, input) tensor, the one full-size one made) and of the weight
+    gradients (sums over spans). Returns the gradients of the Function's inputs."""
+    x, w_ih, bias, w_hh, h0, pre, hs, hms, rec_mask, zone_h = ctx.saved_tensors
+    batch_sizes, reverse, relu = ctx.plan
+    need, offsets = ctx.needs_input_grad, kernel_offsets(batch_sizes)
+    H, N = h0.shape[1], x.shape[0]
+    dx = torch.empty_like(x) if need[0] else None  # (N, input)
+    sums: List[Optional[Tensor]] = [None] * 4  # [1:]: of w_ih, bias, w_hh
+    fold_threads = kernel_threads(2.0 * N / 16 * H * max(H, x.shape[1]))
+    d_outs = d_hs.split(batch_sizes)
+    init_grads: List[Tensor] = []
+    dh = d_hn[:0]  # gradient of the state the next-run step started from
+    with KernelThreads(kernel_threads(2.0 * batch_sizes[0] * H * H)):
+        w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(batch_sizes))
+        for span in kernel_spans(batch_sizes, reverse, 16):
+            t0, t1 = span
+            r0, r1 = offsets[t0], offsets[t1]
+            sizes = batch_sizes[t0:t1]
+            # dz/dh_t = act'(z) (1 - d) for the span's rows; a step multiplies by dh
+            z = pre[r0:r1]
+            dz = (z > 0).to(z.dtype) if relu else z.mul(z).neg_().add_(1.0)
+            zones: List[Tensor] = []
             if zone_h is not None:
-                dz.addcmul_(dz, zone_h, value=-1.0)
-            d_outs, dzs = d_hs.split(batch_sizes), dz.split(batch_sizes)
-            zones = dzs if zone_h is None else zone_h.split(batch_sizes)
-            init_grads: List[Tensor] = []
-            dh = d_hn[:0]  # gradient of the state the next-run step started from
-            w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(dzs))
-            for t in kernel_order(len(dzs), not reverse):
-                size = batch_sizes[t]
+                zones = list(zone_h[r0:r1].split(sizes))
+                dz.addcmul_(dz, zone_h[r0:r1], value=-1.0)
+            dzs = dz.split(sizes)
+            order = range(t0, t1) if reverse else range(t1 - 1, t0 - 1, -1)
+            for t in order:
+                size, j = batch_sizes[t], t - t0
                 dh_t = kernel_state_rows_grad(dh, d_hn, size, init_grads) + d_outs[t]
-                dh = w_back.mm(dzs[t].mul_(dh_t))  # (size, H)
+                dh = w_back.mm(dzs[j].mul_(dh_t))  # (size, H)
                 if rec_mask is not None:
                     dh.mul_(rec_mask[:size])
                 if zone_h is not None:
-                    dh.addcmul_(zones[t], dh_t)
-            kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-        with KernelThreads(kernel_threads(2.0 * dz.shape[0] * x.shape[1] * H)):
-            if hms is None:
-                d_whh = kernel_prev_weight_grad(dz, hs, h0, batch_sizes, reverse)
-            else:
-                d_whh = kernel_weight_grad(dz, hms)  # (H, H)
-            dx, d_wih, d_bias = kernel_input_grads(ctx, dz, x, w_ih)
-        dh0 = kernel_init_grad(init_grads)
-        return dx, d_wih, d_bias, d_whh, dh0, None, None, None, None, None
+                    dh.addcmul_(zones[j], dh_t)
+            with KernelThreads(fold_threads):
+                if dx is not None:
+                    dx[r0:r1] = kernel_linear(dz, w_ih.t())  # (rows, input)
+                if need[1]:
+                    rnn_add(sums, 1, kernel_weight_grad(dz, x[r0:r1]))
+                if need[2]:
+                    rnn_add(sums, 2, dz.sum(0))
+                if need[3]:  # what the matmul read: m ⊙ h_{t-1}
+                    if hms is None:
+                        args = (hs, h0, batch_sizes, offsets, reverse, span)
+                        h_prev = kernel_prev_range(*args)
+                    else:
+                        h_prev = hms[r0:r1]
+                    rnn_add(sums, 3, kernel_weight_grad(dz, h_prev))  # (H, H)
+        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
+    dh0 = kernel_init_grad(init_grads)
+    return dx, sums[1], sums[2], sums[3], dh0, None, None, None, None, None
+
+
+def rnn_add(sums: List[Optional[Tensor]], k: int, part: Tensor) -> None:
+    """Adds a span's share to the gradient of input k."""
+    total = sums[k]
+    sums[k] = part if total is None else total.add_(part)
 
 
 def rnn_kernel_plain(

@@ -282,9 +282,11 @@ def test_drawn_rates():
 # ---------------------------------------------------------------------------------
 
 BATCH_SIZES = [4, 3, 3, 1]
+# 40 steps: the backward's spans (a sixteenth of the rows) hold several steps
+LONG_BATCH_SIZES = [4] * 15 + [3] * 15 + [1] * 10
 
 
-def function_case(cell, masks, reverse):
+def function_case(cell, masks, reverse, batch_sizes=BATCH_SIZES):
     """(apply, plain, tensor inputs) of one layer-direction over packed rows, with
     fixed masks: training ones (0/1 zones, a scaled rec mask) or eval's rate."""
     gen = torch.Generator().manual_seed(9)
@@ -292,7 +294,7 @@ def function_case(cell, masks, reverse):
     def rand(*shape):
         return torch.randn(*shape, generator=gen, dtype=F64).requires_grad_()
 
-    rows, gates = sum(BATCH_SIZES), 3 * HID if cell == "gru" else HID
+    rows, gates = sum(batch_sizes), 3 * HID if cell == "gru" else HID
     rec = zone = None
     if masks in ("recurrent_dropout", "both"):
         rec = torch.bernoulli(torch.full((4, HID), 0.6, dtype=F64), generator=gen) / 0.6
@@ -308,7 +310,7 @@ def function_case(cell, masks, reverse):
     )
     h0 = rand(4, HID)
     if cell == "gru":
-        extra = (BATCH_SIZES, reverse)
+        extra = (batch_sizes, reverse)
         inputs = (x, w_ih, b_ih, w_hh, rand(gates), h0)
         return (
             lambda *t: GRUKernelFunction.apply(*t, *extra, rec, zone),
@@ -317,7 +319,7 @@ def function_case(cell, masks, reverse):
             ),
             inputs,
         )
-    extra = (BATCH_SIZES, reverse, cell == "rnn_relu")
+    extra = (batch_sizes, reverse, cell == "rnn_relu")
     return (
         lambda *t: RNNKernelFunction.apply(*t, *extra, rec, zone),
         lambda x, w_ih, b_ih, *t: rnn_kernel_plain(
@@ -340,6 +342,19 @@ def test_function_gradcheck_and_plain_path(cell, masks, reverse):
     for a, b in zip(got[0], expected[0]):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
     for a, b in zip(got[1], expected[1]):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("masks", ["none", "both"])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_function_over_many_steps(cell, masks, reverse):
+    """Spans of several steps each: gradcheck, and the plain path's numbers."""
+    apply, plain, inputs = function_case(cell, masks, reverse, LONG_BATCH_SIZES)
+    assert gradcheck(apply, inputs)
+    got = value_and_grads(lambda: apply(*inputs), inputs)
+    expected = value_and_grads(lambda: plain(*inputs), inputs)
+    for a, b in zip([*got[0], *got[1]], [*expected[0], *expected[1]], strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
