@@ -27,15 +27,17 @@ from .kernel import (
     kernel_final_rows,
     kernel_init_grad,
     kernel_linear,
+    kernel_offsets,
+    kernel_onednn,
     kernel_order,
-    kernel_prev_rows,
+    kernel_prev_range,
     kernel_recompute_grads,
     kernel_runs_plain,
+    kernel_spans,
     kernel_state_rows,
     kernel_state_rows_grad,
     kernel_tanh,
     kernel_threads,
-    kernel_weight_grad,
 )
 from .stack import (
     kernel_check_impl,
@@ -66,10 +68,11 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
 
     Forward: the input projection of every step is one matmul and one LayerNorm
     over all rows; each step normalises its W_hh h_{t-1}, keeping the row
-    statistics (mean, 1/std). Backward (`lngru_backward`): as GRUKernelFunction's,
-    with LayerNorm's backward between the gradient of LN(W_hh h_{t-1}) and the
-    matmul that carries it to h_{t-1}; after the loop, the weight gradients are one
-    matmul over all steps and the gains' and biases' gradients sums over all rows.
+    statistics (mean, 1/std). Backward (`LayerNormGRUBackward`): as
+    GRUKernelFunction's, with LayerNorm's backward between the gradient of
+    LN(W_hh h_{t-1}) and the matmul that carries it to h_{t-1}; a span of steps at a
+    time, whose rows then go into the weights' gradients (one matmul each per span)
+    and the gains' and biases' (sums over rows), and into dx.
 
     Regularizers (design section 9), applied inside the step, no gradient, None
     where off: `rec_mask` (B, H), recurrent dropout, scales the matmul's input
@@ -153,94 +156,205 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
             )
             return (*grads, None, None, None, None)
         x, h0 = saved[0], saved[7]
-        H, N = h0.shape[1], x.shape[0]
+        H, rows = h0.shape[1], x.shape[0] / LNGRU_BACKWARD_PARTS
         threads = (
             kernel_threads(6.0 * batch_sizes[0] * H * H),  # a step's product
-            kernel_threads(6.0 * N * H * max(H, x.shape[1])),  # a weight's gradient
+            kernel_threads(6.0 * rows * H * max(H, x.shape[1])),  # a span's weight grad
         )
-        grads = lngru_backward(
+        back = LayerNormGRUBackward(
             saved, d_hs, d_hn, ctx.plan, ctx.needs_input_grad, threads
         )
-        return (*grads, None, None, None, None)
+        return (*back.run(), None, None, None, None)
 
 
-def lngru_backward(
-    saved: Tuple[Tensor, ...],
-    d_hs: Tensor,
-    d_hn: Tensor,
-    plan: Tuple[List[int], bool],
-    need: Tuple[bool, ...],
-    threads: Tuple[int, int],
-) -> List[Optional[Tensor]]:
-    """LayerNormGRUKernelFunction's hand-written backward: the gradients of its 8
-    tensor inputs, the steps on threads[0] of torch's threads, the rest on
-    threads[1]. Every gradient of b = LN(·) + b_hh at a step is dh̃_t times a
-    factor known from the forward (db), formed for all rows first. With zoneout,
-    d ⊙ dh_t goes straight to h_{t-1} and dh̃_t = (1 - d) dh_t; with recurrent
-    dropout the matmul's gradient to h_{t-1} and its input rows are masked."""
-    x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0, gates, hs = saved[:10]
-    xw, mean_x, rstd_x, hws, mean_h, rstd_h, rec_mask, zone_h = saved[10:]
-    batch_sizes, reverse = plan
-    H = h0.shape[1]
-    with KernelThreads(threads[0]):  # the steps, and the factors of all rows
-        b_n = (hws[:, 2 * H :] - mean_h).mul_(rstd_h).mul_(g_hh[2 * H :])  # (N, H)
-        if b_hh is not None:
-            b_n += b_hh[2 * H :]
-        r, z, n = gates.chunk(3, 1)
-        h_prev = kernel_prev_rows(hs, h0, batch_sizes, reverse)  # (N, H) h_{t-1}
-        q_n = (1 - z) * (1 - n * n)  # d pre-tanh n / dh̃_t
-        db = torch.cat(  # d b / dh̃_t; each step multiplies its rows by dh̃ in place
-            [q_n * b_n * r * (1 - r), (h_prev - n) * z * (1 - z), q_n * r], 1
-        )  # (N, 3H)
-        dhs = torch.empty_like(hs)  # (N, H) gradient of each h̃_t
-        dhws = torch.empty_like(db)  # (N, 3H) gradient of W_hh (m ⊙ h_{t-1})
-        d_outs, dbs, dhs_, dhws_, zs, hws_, means, rstds = (
-            t.split(batch_sizes) for t in (d_hs, db, dhs, dhws, z, hws, mean_h, rstd_h)
+#: Step spans of the backward (`kernel_spans`): its temporaries stay within about
+#: 1/parts of the rows forward saved, with one product over rows per span.
+LNGRU_BACKWARD_PARTS = 8
+
+
+def lngru_sum(total: Optional[Tensor], part: Optional[Tensor]) -> Optional[Tensor]:
+    """A gradient summed over the spans: the first span's part, the others added."""
+    if total is None or part is None:
+        return part
+    return total.add_(part)
+
+
+def lngru_weight_grad_t(dz: Tensor, x: Tensor) -> Tensor:
+    """xᵀ dz (in, G), a weight's gradient over some rows, transposed: the form
+    oneDNN gives (`kernel_weight_grad`) before its copy, so that the spans' parts
+    are summed as they come and transposed once, at the end."""
+    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
+        return kernel_linear(x.t(), dz.t())
+    return x.t() @ dz
+
+
+class LayerNormGRUBackward:
+    """LayerNormGRUKernelFunction's hand-written backward (first order).
+
+    Every gradient of b = LN(W_hh (m ⊙ h_{t-1})) + b_hh at a step is dh̃_t times a
+    factor db known from the forward. A span of steps at a time (`kernel_spans`,
+    in the order the steps run backwards), `factors` forms the span's db; `steps`
+    runs its steps on `step_threads`, each scaling its rows of db by dh̃_t; then
+    `fold_hh` and `fold_ih`, on `threads` (what a span's products earn), add the
+    span's rows to the gradients that are sums over rows (weights, gains, biases)
+    and write its rows of dx. So apart from dx (N, input) and the returned
+    gradients, only one span's rows are held at a time. With zoneout, d ⊙ dh_t
+    goes straight to h_{t-1} and dh̃_t = (1 - d) dh_t; with recurrent dropout the
+    matmul's gradient to h_{t-1} and its input rows are masked.
+    """
+
+    def __init__(self, saved, d_hs, d_hn, plan, need, threads: Tuple[int, int]):
+        self.x, self.w_ih, self.b_ih, w_hh, self.b_hh, self.g_ih, self.g_hh = saved[:7]
+        self.h0, self.gates, self.hs, self.xw, self.mean_x, self.rstd_x = saved[7:13]
+        self.hws, self.mean_h, self.rstd_h, self.rec_mask, zone_h = saved[13:]
+        self.batch_sizes, self.reverse = plan
+        self.need = need  # ctx.needs_input_grad: x, w_ih, b_ih, w_hh, b_hh, g's, h0
+        self.need_a = need[0] or need[1] or need[2] or need[5]  # the gradient of a
+        self.step_threads, self.threads = threads
+        sizes, H = self.batch_sizes, self.h0.shape[1]
+        self.offsets = kernel_offsets(sizes)
+        self.d_hn = d_hn
+        self.d_outs, self.zs = d_hs.split(sizes), self.gates[:, H : 2 * H].split(sizes)
+        self.hws_ = self.hws.split(sizes)
+        self.means, self.rstds = self.mean_h.split(sizes), self.rstd_h.split(sizes)
+        self.zones = None if zone_h is None else zone_h.split(sizes)
+        self.w_back = KernelStepWeight(w_hh.t(), sizes[0], len(sizes))
+        self.init_grads: List[Tensor] = []
+        self.dh = d_hn[:0]  # gradient of the state the next-run step started from
+        self.dx = self.x.new_empty(self.x.shape) if need[0] else None  # (N, input)
+        self.d_wih_t: Optional[Tensor] = None  # the sums over rows, span by span
+        self.d_bih: Optional[Tensor] = None
+        self.d_gih: Optional[Tensor] = None
+        self.d_whh_t: Optional[Tensor] = None
+        self.d_bhh: Optional[Tensor] = None
+        self.d_ghh: Optional[Tensor] = None
+
+    def run(self) -> List[Optional[Tensor]]:
+        """The gradients of the Function's 8 tensor inputs (None where unneeded)."""
+        for span in kernel_spans(self.batch_sizes, self.reverse, LNGRU_BACKWARD_PARTS):
+            self.span(span)
+        kernel_state_rows_grad(self.dh, self.d_hn, 0, self.init_grads)
+        dh0 = kernel_init_grad(self.init_grads)
+        with KernelThreads(self.threads):
+            d_wih, d_whh = (
+                None if g is None else g.t().contiguous()
+                for g in (self.d_wih_t, self.d_whh_t)
+            )  # (3H, input), (3H, H)
+        return [
+            self.dx, d_wih, self.d_bih, d_whh,
+            self.d_bhh, self.d_gih, self.d_ghh, dh0,
+        ]  # fmt: skip
+
+    def span(self, span: List[int]) -> None:
+        """Steps [t0, t1): their factors and steps, then their rows folded in; each
+        temporary is dropped once used, so that the next does not add to it."""
+        H = self.h0.shape[1]
+        r0, r1 = self.offsets[span[0]], self.offsets[span[1]]
+        with KernelThreads(self.step_threads):
+            db, q_n, h_prev = self.factors(span, r0, r1)
+            self.steps(span, db, q_n)
+        with KernelThreads(self.threads):
+            self.fold_hh(span, r0, r1, db, h_prev)
+            del h_prev
+            if self.need_a:
+                db[:, 2 * H :] = q_n  # db is now the gradient of a
+                del q_n
+                self.fold_ih(r0, r1, db)
+
+    def factors(self, span: List[int], r0: int, r1: int) -> Tuple[Tensor, ...]:
+        """The span's db = d b / dh̃ (rows, 3H: r, z, n), q_n = d(pre-tanh n) / dh̃
+        = (1 - z)(1 - n²) (rows, H), and h_{t-1} (rows, H)."""
+        H = self.h0.shape[1]
+        r, z, n = self.gates[r0:r1].chunk(3, 1)  # (rows, H) each
+        b_n = (self.hws[r0:r1, 2 * H :] - self.mean_h[r0:r1]).mul_(self.rstd_h[r0:r1])
+        b_n.mul_(self.g_hh[2 * H :])  # (rows, H) b's n part
+        if self.b_hh is not None:
+            b_n += self.b_hh[2 * H :]
+        h_prev = kernel_prev_range(
+            self.hs, self.h0, self.batch_sizes, self.offsets, self.reverse, span
         )
-        zones = None if zone_h is None else zone_h.split(batch_sizes)
-        only_v = [True, False, False]
-        init_grads: List[Tensor] = []
-        dh = d_hn[:0]  # gradient of the state the next-run step started from
-        w_back = KernelStepWeight(w_hh.t(), batch_sizes[0], len(dbs))
-        for t in kernel_order(len(dbs), not reverse):
-            size = batch_sizes[t]
-            dh = kernel_state_rows_grad(dh, d_hn, size, init_grads)
+        keep = 1 - z
+        q_n = torch.mul(n, n).neg_().add_(1).mul_(keep)
+        db = self.gates.new_empty(r1 - r0, 3 * H)
+        db_r, db_z, db_n = db.chunk(3, 1)
+        torch.mul(q_n, r, out=db_n)
+        torch.mul(db_n, b_n, out=db_r).mul_(1 - r)
+        torch.sub(h_prev, n, out=db_z).mul_(z).mul_(keep)
+        return db, q_n, h_prev
+
+    def steps(self, span: List[int], db: Tensor, q_n: Tensor) -> None:
+        """The span's steps, in the order they run backwards, each scaling its rows
+        of db and (where a's gradient is needed) q_n by dh̃_t in place."""
+        t0, t1 = span
+        H, sizes = self.h0.shape[1], self.batch_sizes[t0:t1]
+        dbs, q_ns = db.split(sizes), q_n.split(sizes)
+        g_hh, only_v = self.g_hh, [True, False, False]
+        dh = self.dh
+        for t in range(t0, t1) if self.reverse else range(t1 - 1, t0 - 1, -1):
+            j, size = t - t0, self.batch_sizes[t]
+            dh = kernel_state_rows_grad(dh, self.d_hn, size, self.init_grads)
+            dh = dh + self.d_outs[t]
             carry: Optional[Tensor] = None
-            if zones is None:
-                dh = torch.add(dh, d_outs[t], out=dhs_[t])
-            else:  # dh_t, then d ⊙ dh_t to h_{t-1} and dh̃_t = dh_t - d ⊙ dh_t
-                dh = dh + d_outs[t]
-                carry = zones[t] * dh
-                dh = torch.sub(dh, carry, out=dhs_[t])
-            dbs[t].view(size, 3, H).mul_(dh.unsqueeze(1))
+            if self.zones is not None:  # d ⊙ dh_t to h_{t-1}, dh̃_t = dh_t - d ⊙ dh_t
+                carry = self.zones[t] * dh
+                dh.sub_(carry)
+            dbs[j].view(size, 3, H).mul_(dh.unsqueeze(1))
+            if self.need_a:
+                q_ns[j].mul_(dh)
             dhw, _, _ = lngru_norm_backward(
-                dbs[t], hws_[t], means[t], rstds[t], g_hh, None, only_v
-            )
-            dhws_[t].copy_(dhw)
-            if rec_mask is None:
-                dh = w_back.addmm_(dh * zs[t], dhw)  # (size, H)
+                dbs[j], self.hws_[t], self.means[t], self.rstds[t], g_hh, None, only_v
+            )  # (size, 3H)
+            if self.rec_mask is None:
+                dh = self.w_back.addmm_(dh * self.zs[t], dhw)  # (size, H)
             else:
-                dh = torch.addcmul(dh * zs[t], w_back.mm(dhw), rec_mask[:size])
+                mm = self.w_back.mm(dhw)
+                dh = torch.addcmul(dh * self.zs[t], mm, self.rec_mask[:size])
             if carry is not None:
                 dh.add_(carry)
-        kernel_state_rows_grad(dh, d_hn, 0, init_grads)
-    with KernelThreads(threads[1]):  # products and reductions over all rows
-        d_whh: Optional[Tensor] = None
-        if need[3]:
-            if rec_mask is not None:  # what the matmul read
-                h_prev.mul_(torch.cat([rec_mask[:size] for size in batch_sizes]))
-            d_whh = kernel_weight_grad(dhws, h_prev)  # (3H, H)
-        _, d_ghh, d_bhh = lngru_norm_backward(
-            db, hws, mean_h, rstd_h, g_hh, b_hh, [False, need[6], need[4]]
+        self.dh = dh
+
+    def fold_hh(
+        self, span: List[int], r0: int, r1: int, db: Tensor, h_prev: Tensor
+    ) -> None:
+        """The span's rows into the gradients of γ_hh, b_hh and W_hh = Σ dhwᵀ (m ⊙
+        h_{t-1}), dhw (rows, 3H) the gradient of W_hh (m ⊙ h_{t-1}): LayerNorm's
+        backward of db once more, over all the span's rows at once (each step took
+        its rows' share for its matmul and dropped it)."""
+        need = self.need
+        hws, mean, rstd = self.hws[r0:r1], self.mean_h[r0:r1], self.rstd_h[r0:r1]
+        dhw, d_g, d_b = lngru_norm_backward(
+            db, hws, mean, rstd, self.g_hh, self.b_hh, [need[3], need[6], need[4]]
         )
-        torch.mul(dhs, q_n, out=db[:, 2 * H :])  # db is now the gradient of a
-        dxw, d_gih, d_bih = lngru_norm_backward(
-            db, xw, mean_x, rstd_x, g_ih, b_ih, [need[0] or need[1], need[5], need[2]]
-        )
-        dx = kernel_linear(dxw, w_ih.t()) if need[0] else None  # (N, input)
-        d_wih = kernel_weight_grad(dxw, x) if need[1] else None  # (3H, input)
-    dh0 = kernel_init_grad(init_grads)
-    return [dx, d_wih, d_bih, d_whh, d_bhh, d_gih, d_ghh, dh0]
+        self.d_ghh = lngru_sum(self.d_ghh, d_g)
+        self.d_bhh = lngru_sum(self.d_bhh, d_b)
+        if dhw is not None:
+            h_in = h_prev
+            if self.rec_mask is not None:  # what the matmul read
+                sizes = self.batch_sizes[span[0] : span[1]]
+                h_in = torch.cat([self.rec_mask[:size] for size in sizes]).mul_(h_prev)
+            self.d_whh_t = lngru_sum(self.d_whh_t, lngru_weight_grad_t(dhw, h_in))
+
+    def fold_ih(self, r0: int, r1: int, da: Tensor) -> None:
+        """From the gradient da (rows, 3H) of a = LN(W_ih x; γ_ih) + b_ih of the
+        span's rows: their rows of dx, and their share of the gradients of W_ih,
+        γ_ih and b_ih (dx last: oneDNN copies x for the weight's product)."""
+        need = self.need
+        dxw, d_g, d_b = lngru_norm_backward(
+            da,
+            self.xw[r0:r1],
+            self.mean_x[r0:r1],
+            self.rstd_x[r0:r1],
+            self.g_ih,
+            self.b_ih,
+            [need[0] or need[1], need[5], need[2]],
+        )  # dxw (rows, 3H)
+        self.d_gih = lngru_sum(self.d_gih, d_g)
+        self.d_bih = lngru_sum(self.d_bih, d_b)
+        if need[1]:
+            part = lngru_weight_grad_t(dxw, self.x[r0:r1])
+            self.d_wih_t = lngru_sum(self.d_wih_t, part)
+        if self.dx is not None:
+            self.dx[r0:r1] = kernel_linear(dxw, self.w_ih.t())  # (rows, input)
 
 
 def lngru_project(

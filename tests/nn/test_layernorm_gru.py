@@ -374,6 +374,90 @@ def test_function_equals_its_plain_steps(reverse):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
+# several steps a span (sizes changing inside spans); one step; a span a step
+SPAN_LAYOUTS = {
+    "long": [3] * 9 + [2] * 6 + [1] * 5,
+    "one step": [4],
+    "short": [3, 3, 2, 1],
+}
+SPAN_MASKS = {
+    "none": (False, False),
+    "rec": (True, False),
+    "zone": (False, True),
+    "both": (True, True),
+}
+
+
+def span_case(batch_sizes, reverse, masks_on, bias=True):
+    """(apply, plain, tensor inputs): the Function and its plain steps, with
+    recurrent dropout and zoneout masks fixed as `masks_on` asks."""
+    gen = torch.Generator().manual_seed(21)
+    n_in, hid = 2, 3
+    rows, batch = sum(batch_sizes), batch_sizes[0]
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=F64).requires_grad_()
+
+    tensors = [
+        rand(rows, n_in),
+        rand(3 * hid, n_in),
+        rand(3 * hid) if bias else None,
+        rand(3 * hid, hid),
+        rand(3 * hid) if bias else None,
+        rand(3 * hid),
+        rand(3 * hid),
+        rand(batch, hid),
+    ]
+    half = torch.full((batch, hid), 0.5, dtype=F64)
+    rec = torch.bernoulli(half, generator=gen) / 0.5 if masks_on[0] else None
+    zone = torch.full((rows, hid), 0.5, dtype=F64)
+    zone = torch.bernoulli(zone, generator=gen) if masks_on[1] else None
+
+    def apply(*t):
+        return LayerNormGRUKernelFunction.apply(*t, batch_sizes, reverse, rec, zone)
+
+    def plain(x, w_ih, b_ih, w_hh, b_hh, g_ih, g_hh, h0):
+        xa = lngru_project(x, w_ih, b_ih, g_ih)
+        return lngru_kernel_plain(
+            xa, w_hh, b_hh, g_hh, h0, batch_sizes, reverse, rec, zone
+        )
+
+    return apply, plain, tensors
+
+
+@pytest.mark.parametrize("masks", sorted(SPAN_MASKS))
+@pytest.mark.parametrize("layout", sorted(SPAN_LAYOUTS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_backward_spans_equal_the_plain_steps(reverse, layout, masks):
+    """Backward a span of steps at a time (`kernel_spans`), whatever the spans
+    hold: the gradients of autograd through the plain steps."""
+    apply, plain, tensors = span_case(
+        SPAN_LAYOUTS[layout], reverse, SPAN_MASKS[masks], bias=masks != "none"
+    )
+    args = [t for t in tensors if t is not None]
+
+    def grads(fn):
+        it = iter(args)
+        return torch.autograd.grad(
+            loss_of(*fn(*[next(it) if t is not None else None for t in tensors])),
+            args,
+        )
+
+    for a, b in zip(grads(apply), grads(plain), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("masks", ["none", "both"])
+def test_backward_with_some_inputs_needing_no_gradient(masks):
+    """Each input alone asking for its gradient gets the one it gets among all."""
+    apply, _, tensors = span_case(SPAN_LAYOUTS["long"], False, SPAN_MASKS[masks])
+    expected = torch.autograd.grad(loss_of(*apply(*tensors)), tensors)
+    for k in range(len(tensors)):
+        alone = [t.detach().requires_grad_(j == k) for j, t in enumerate(tensors)]
+        (got,) = torch.autograd.grad(loss_of(*apply(*alone)), [alone[k]])
+        torch.testing.assert_close(got, expected[k], atol=1e-12, rtol=1e-12)
+
+
 def test_backward_twice_with_retain_graph_gives_the_same_gradients():
     """Backward leaves what forward saved as it was."""
     torch.manual_seed(15)
