@@ -65,6 +65,12 @@ from rnnspec.nn import (  # noqa: E402
     LayerNormLSTM,
     PeepholeLSTM,
 )
+from rnnspec.nn.kernel import (  # noqa: E402
+    KernelStepWeight,
+    KernelThreads,
+    kernel_linear,
+    kernel_threads,
+)
 
 # (label, ours, torch's, targets (fwd, fwd+bwd) or None)
 CELLS = [
@@ -133,6 +139,34 @@ def proj_contenders(size, proj, layers, bidirectional):
     return models
 
 
+class ProductsOnly(nn.Module):
+    """What our LSTM forward cannot skip, alone: the batch-first input made
+    time-major rows, their projection, and one recurrent product a step, on the
+    kernel's engine (oneDNN, the weight packed, one thread): a floor for
+    `ours`' fwd (its output is the projection; only the fwd row is printed)."""
+
+    LABEL = "our LSTM's products alone (fwd floor)"
+
+    def __init__(self, lstm):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x):
+        w_ih, w_hh = self.lstm.weight_ih_l0, self.lstm.weight_hh_l0
+        bias = self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0
+        batch, steps, _ = x.shape
+        rows = x.transpose(0, 1).reshape(steps * batch, -1)  # (T*B, input)
+        with KernelThreads(kernel_threads(2.0 * rows.numel() * w_ih.shape[0])):
+            gates = kernel_linear(rows, w_ih, bias)
+        h = x.new_zeros(batch, w_hh.shape[1])
+        with KernelThreads(1):
+            product = KernelStepWeight(w_hh, batch, steps)
+            for _ in range(steps):
+                product.mm(h)
+        hidden = w_hh.shape[1]  # (B, T, H) for the training step's gradient
+        return gates.view(steps, batch, -1)[..., :hidden].transpose(0, 1), None
+
+
 def contenders(ours_cls, torch_cls, size, layers, bidirectional, before):
     ours = ours_cls(size, size, layers, batch_first=True, bidirectional=bidirectional)
     theirs = torch_cls(
@@ -146,6 +180,7 @@ def contenders(ours_cls, torch_cls, size, layers, bidirectional, before):
         if not bidirectional:
             models["seed 002 naive loop (8 matmuls/step)"] = Seed002Loop(theirs, False)
             models["seed 002 fused loop (2 matmuls/step)"] = Seed002Loop(theirs, True)
+            models[ProductsOnly.LABEL] = ProductsOnly(ours)
     return models
 
 
@@ -223,7 +258,7 @@ def check_outputs(models, x):
     with torch.no_grad():
         expected = models["torch"](x)[0]
         for name, model in models.items():
-            if type(model).__name__ == "PeepholeLSTM":
+            if type(model).__name__ in ("PeepholeLSTM", "ProductsOnly"):
                 continue
             torch.testing.assert_close(
                 model(x)[0], expected, atol=1e-5, rtol=1e-4, msg=name
@@ -237,6 +272,8 @@ def cell_rows(label, shape, batch, models, times, targets):
             continue
         row = label if name == "ours" else name
         for k, p in enumerate(("fwd", "fwd+bwd")):
+            if name == ProductsOnly.LABEL and p != "fwd":
+                continue
             theirs = times[("torch", p)]
             mine = bool(targets) and name == "ours"
             target = f"≤ {targets[k]}×" if mine else "—"
