@@ -236,10 +236,24 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         plot=not args.no_plot,
     )
+    code = 0
     try:
         train(config)
     except TrainError as exc:
         if os.environ.get("RANK", "0") == "0":
             print(f"rnnspec train: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _leave_worker(code)
+    return code
+
+
+def _leave_worker(code: int) -> None:
+    """Ends a torchrun worker here, everything written and flushed. DDP keeps
+    torch's gloo process group alive past destroy_process_group (its threads
+    stay), and tearing that down at interpreter exit, after the other ranks have
+    left, now and then aborts the process ("terminate called without an active
+    exception", SIGABRT, ~1 run in 40 here): torchrun would call the run failed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

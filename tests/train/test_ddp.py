@@ -72,6 +72,17 @@ def _worker(rank: int, world: int, port: int, settings: dict, results: str) -> N
         },
         Path(results) / f"rank{rank}.pt",
     )
+    _leave()
+
+
+def _leave() -> None:
+    """Ends a worker as `rnnspec train` ends a torchrun one (`_leave_worker`):
+    DDP keeps gloo's process group alive past destroy_process_group, and its
+    teardown at interpreter exit sometimes aborts (SIGABRT) once the other rank
+    has gone, after every result is written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _refused_worker(
@@ -82,6 +93,7 @@ def _refused_worker(
         train(TrainConfig(**settings))
     except TrainError as exc:
         (Path(results) / f"rank{rank}.txt").write_text(str(exc))
+    _leave()
 
 
 def _join(context, seconds: float) -> None:
