@@ -311,13 +311,14 @@ class KernelThreads:
 
 class KernelStepWeight:
     """A weight w (out, in) and bias for the per-step products x @ wᵀ (+ bias) of
-    one Function call, on oneDNN (`kernel_onednn`) from 2^19 multiply-adds a step
-    (below, its fixed cost outweighs the gain), packed into its layout once where
+    one Function call, on oneDNN (`kernel_onednn`) above 2^19 multiply-adds a step
+    (at and below, its fixed cost outweighs the gain: 8 × 256 @ 256 × 256 takes
+    16 µs, MKL's addmm_ 14), packed into its layout once where
     there are steps enough to repay that (~0.2 ms for 1024 × 256; a step then
     costs 5-30% less)."""
 
     def __init__(self, w: Tensor, rows: int, steps: int, bias: Optional[Tensor] = None):
-        self.onednn = rows * w.numel() >= 2**19 and kernel_onednn(w)
+        self.onednn = rows * w.numel() > 2**19 and kernel_onednn(w)
         self.w = w
         if self.onednn and steps >= 16:  # (contiguous first: ~5x faster to pack)
             with KernelThreads(1):  # ~0.4 ms: on 2 threads, 4 ms with a core busy

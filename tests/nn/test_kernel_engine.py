@@ -47,12 +47,12 @@ def training_grads(model, x, lengths=None, retain=False):
 
 
 # (ours, torch's, extra, hidden size): sizes whose step products take oneDNN
-# (at least 2^19 multiply-adds: batch 8 × gates × hidden)
+# (over 2^19 multiply-adds: batch 8 × gates × hidden)
 ONEDNN_CELLS = {
-    "lstm": (CustomLSTM, nn.LSTM, {}, 128),
+    "lstm": (CustomLSTM, nn.LSTM, {}, 160),
     "gru": (CustomGRU, nn.GRU, {}, 160),
-    "rnn_tanh": (CustomRNN, nn.RNN, {"nonlinearity": "tanh"}, 256),
-    "rnn_relu": (CustomRNN, nn.RNN, {"nonlinearity": "relu"}, 256),
+    "rnn_tanh": (CustomRNN, nn.RNN, {"nonlinearity": "tanh"}, 384),
+    "rnn_relu": (CustomRNN, nn.RNN, {"nonlinearity": "relu"}, 384),
 }
 
 
@@ -66,6 +66,7 @@ def test_onednn_products_match_torch(cell):
     theirs.load_state_dict(ours.state_dict())
     w = ours.weight_hh_l0
     assert kernel_onednn(w) == KernelStepWeight(w, 8, 4).onednn
+    assert not KernelStepWeight(w[: 2**19 // (8 * w.shape[1])], 8, 4).onednn  # 2^19
     x = torch.randn(8, 4, 16)
     got, got_grads = training_grads(ours, x)
     expected, expected_grads = training_grads(theirs, x)
