@@ -70,6 +70,7 @@ from rnnspec.nn.kernel import (  # noqa: E402
     KernelThreads,
     kernel_linear,
     kernel_threads,
+    kernel_weight_grad,
 )
 
 # (label, ours, torch's, targets (fwd, fwd+bwd) or None)
@@ -139,32 +140,61 @@ def proj_contenders(size, proj, layers, bidirectional):
     return models
 
 
-class ProductsOnly(nn.Module):
-    """What our LSTM forward cannot skip, alone: the batch-first input made
-    time-major rows, their projection, and one recurrent product a step, on the
-    kernel's engine (oneDNN, the weight packed, one thread): a floor for
-    `ours`' fwd (its output is the projection; only the fwd row is printed)."""
+class ProductsFunction(torch.autograd.Function):
+    """The GEMMs of one LSTM layer's training step alone, on the kernel's engine
+    (oneDNN, packed step weights, steps on one thread), with the layout copies
+    that ours makes too: forward, the input projection and one h_{t-1} W_hhᵀ a
+    step; backward, one dz_t W_hh a step, then dW_ih, dW_hh, db and dx over all
+    rows. No elementwise work: a floor for `ours`."""
 
-    LABEL = "our LSTM's products alone (fwd floor)"
+    @staticmethod
+    def forward(ctx, x, w_ih, bias, w_hh):
+        batch, steps, _ = x.shape
+        rows = x.transpose(0, 1).reshape(steps * batch, -1)  # (T*B, input)
+        with KernelThreads(kernel_threads(2.0 * rows.numel() * w_ih.shape[0])):
+            gates = kernel_linear(rows, w_ih, bias)  # (T*B, 4H)
+        h = x.new_zeros(batch, w_hh.shape[1])
+        with KernelThreads(1):
+            product = KernelStepWeight(w_hh, batch, steps)
+            for _ in range(steps):
+                product.mm(h)
+        ctx.save_for_backward(rows, w_ih, w_hh)
+        ctx.shape = (batch, steps)
+        hidden = w_hh.shape[1]  # (B, T, H), what the training step's gradient fits
+        return gates.view(steps, batch, -1)[..., :hidden].transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, w_ih, w_hh = ctx.saved_tensors
+        batch, steps = ctx.shape
+        dz = grad.transpose(0, 1).reshape(steps * batch, -1).repeat(1, 4)  # (T*B, 4H)
+        with KernelThreads(1):
+            product = KernelStepWeight(w_hh.t(), batch, steps)
+            for t in range(steps):
+                product.mm(dz[t * batch : (t + 1) * batch])
+        with KernelThreads(kernel_threads(2.0 * rows.numel() * w_ih.shape[0])):
+            d_wih = kernel_weight_grad(dz, rows)
+            d_whh = kernel_weight_grad(dz, rows)  # h_{t-1} rows: the same shape
+            d_bias = dz.sum(0)
+            dx = kernel_linear(dz, w_ih.t())  # (T*B, input)
+        dx = dx.view(steps, batch, -1).transpose(0, 1).contiguous()
+        return dx, d_wih, d_bias, d_whh
+
+
+class ProductsOnly(nn.Module):
+    """`ProductsFunction` on an LSTM's weights: the floor of its fwd and fwd+bwd."""
+
+    LABEL = "our LSTM's products alone (floor)"
 
     def __init__(self, lstm):
         super().__init__()
         self.lstm = lstm
 
     def forward(self, x):
-        w_ih, w_hh = self.lstm.weight_ih_l0, self.lstm.weight_hh_l0
-        bias = self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0
-        batch, steps, _ = x.shape
-        rows = x.transpose(0, 1).reshape(steps * batch, -1)  # (T*B, input)
-        with KernelThreads(kernel_threads(2.0 * rows.numel() * w_ih.shape[0])):
-            gates = kernel_linear(rows, w_ih, bias)
-        h = x.new_zeros(batch, w_hh.shape[1])
-        with KernelThreads(1):
-            product = KernelStepWeight(w_hh, batch, steps)
-            for _ in range(steps):
-                product.mm(h)
-        hidden = w_hh.shape[1]  # (B, T, H) for the training step's gradient
-        return gates.view(steps, batch, -1)[..., :hidden].transpose(0, 1), None
+        lstm = self.lstm
+        bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
+        out = ProductsFunction.apply(x, lstm.weight_ih_l0, bias, lstm.weight_hh_l0)
+        return out, None
 
 
 def contenders(ours_cls, torch_cls, size, layers, bidirectional, before):
@@ -272,8 +302,6 @@ def cell_rows(label, shape, batch, models, times, targets):
             continue
         row = label if name == "ours" else name
         for k, p in enumerate(("fwd", "fwd+bwd")):
-            if name == ProductsOnly.LABEL and p != "fwd":
-                continue
             theirs = times[("torch", p)]
             mine = bool(targets) and name == "ours"
             target = f"≤ {targets[k]}×" if mine else "—"
