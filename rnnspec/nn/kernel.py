@@ -116,9 +116,17 @@ def kernel_prev_weight_grad(
     for span in spans:
         prev = kernel_prev_range(seq, init, batch_sizes, offsets, reverse, span)
         part = kernel_weight_grad(dz[offsets[span[0]] : offsets[span[1]]], prev)
-        grad = part if grad is None else grad.add_(part)
+        grad = kernel_sum(grad, part)
     assert grad is not None
     return grad
+
+
+def kernel_sum(total: Optional[Tensor], part: Optional[Tensor]) -> Optional[Tensor]:
+    """A gradient summed over spans of rows: the first part, then each next one
+    added in place; a None part (a gradient nobody asked for) adds nothing."""
+    if total is None or part is None:
+        return part if total is None else total
+    return total.add_(part)
 
 
 def kernel_spans(batch_sizes: List[int], reverse: bool, parts: int) -> List[List[int]]:
@@ -241,7 +249,7 @@ def kernel_backends() -> List[bool]:
             x = torch.ones(2, 3)
             y = torch.ops.mkldnn._linear_pointwise(x, x, None, "none", [], "")
             onednn = bool(torch.equal(y, torch.full((2, 2), 3.0)))
-        except (AttributeError, RuntimeError):  # NotImplementedError is a RuntimeError
+        except (AttributeError, RuntimeError):  # torch's "not implemented" included
             pass
         openmp = "parallel backend: OpenMP" in torch.__config__.parallel_info()
         KERNEL_BACKENDS.extend([onednn, openmp])
@@ -260,7 +268,7 @@ def kernel_onednn(x: Tensor) -> bool:
 
 def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """x @ wᵀ (+ bias): (N, in) by w (out, in), for all rows at once; on oneDNN
-    from 2^19 multiply-adds (as `KernelStepWeight`)."""
+    from 2^19 multiply-adds."""
     if x.shape[0] * w.numel() >= 2**19 and kernel_onednn(x):
         return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
     if bias is None:
@@ -268,13 +276,16 @@ def kernel_linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None) -> Tensor
     return torch.addmm(bias, x, w.t())
 
 
-def kernel_weight_grad(dz: Tensor, x: Tensor) -> Tensor:
+def kernel_weight_grad(dz: Tensor, x: Tensor, transposed: bool = False) -> Tensor:
     """dzᵀ x: (G, in), a weight's gradient over all rows (dz (N, G), x (N, in)).
     On oneDNN as (xᵀ dz)ᵀ, its fastest form, copied to the weight's layout here
-    (on the caller's threads) rather than by autograd (on all of torch's)."""
+    (on the caller's threads) rather than by autograd (on all of torch's). With
+    `transposed`, xᵀ dz (in, G) as it comes, no copy: for parts summed over spans
+    of rows and transposed once, at the end."""
     if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
-        return kernel_linear(x.t(), dz.t()).t().contiguous()
-    return dz.t() @ x
+        grad_t = kernel_linear(x.t(), dz.t())
+        return grad_t if transposed else grad_t.t().contiguous()
+    return x.t() @ dz if transposed else dz.t() @ x
 
 
 def kernel_threads(flops: float) -> int:

@@ -28,7 +28,6 @@ from .kernel import (
     kernel_init_grad,
     kernel_linear,
     kernel_offsets,
-    kernel_onednn,
     kernel_order,
     kernel_prev_range,
     kernel_recompute_grads,
@@ -36,8 +35,10 @@ from .kernel import (
     kernel_spans,
     kernel_state_rows,
     kernel_state_rows_grad,
+    kernel_sum,
     kernel_tanh,
     kernel_threads,
+    kernel_weight_grad,
 )
 from .stack import (
     kernel_check_impl,
@@ -170,22 +171,6 @@ class LayerNormGRUKernelFunction(torch.autograd.Function):
 #: Step spans of the backward (`kernel_spans`): its temporaries stay within about
 #: 1/parts of the rows forward saved, with one product over rows per span.
 LNGRU_BACKWARD_PARTS = 8
-
-
-def lngru_sum(total: Optional[Tensor], part: Optional[Tensor]) -> Optional[Tensor]:
-    """A gradient summed over the spans: the first span's part, the others added."""
-    if total is None or part is None:
-        return part
-    return total.add_(part)
-
-
-def lngru_weight_grad_t(dz: Tensor, x: Tensor) -> Tensor:
-    """xᵀ dz (in, G), a weight's gradient over some rows, transposed: the form
-    oneDNN gives (`kernel_weight_grad`) before its copy, so that the spans' parts
-    are summed as they come and transposed once, at the end."""
-    if x.shape[0] * x.shape[1] * dz.shape[1] >= 2**19 and kernel_onednn(x):
-        return kernel_linear(x.t(), dz.t())
-    return x.t() @ dz
 
 
 class LayerNormGRUBackward:
@@ -325,14 +310,15 @@ class LayerNormGRUBackward:
         dhw, d_g, d_b = lngru_norm_backward(
             db, hws, mean, rstd, self.g_hh, self.b_hh, [need[3], need[6], need[4]]
         )
-        self.d_ghh = lngru_sum(self.d_ghh, d_g)
-        self.d_bhh = lngru_sum(self.d_bhh, d_b)
+        self.d_ghh = kernel_sum(self.d_ghh, d_g)
+        self.d_bhh = kernel_sum(self.d_bhh, d_b)
         if dhw is not None:
             h_in = h_prev
             if self.rec_mask is not None:  # what the matmul read
                 sizes = self.batch_sizes[span[0] : span[1]]
                 h_in = torch.cat([self.rec_mask[:size] for size in sizes]).mul_(h_prev)
-            self.d_whh_t = lngru_sum(self.d_whh_t, lngru_weight_grad_t(dhw, h_in))
+            part = kernel_weight_grad(dhw, h_in, transposed=True)  # (H, 3H)
+            self.d_whh_t = kernel_sum(self.d_whh_t, part)
 
     def fold_ih(self, r0: int, r1: int, da: Tensor) -> None:
         """From the gradient da (rows, 3H) of a = LN(W_ih x; γ_ih) + b_ih of the
@@ -348,11 +334,11 @@ class LayerNormGRUBackward:
             self.b_ih,
             [need[0] or need[1], need[5], need[2]],
         )  # dxw (rows, 3H)
-        self.d_gih = lngru_sum(self.d_gih, d_g)
-        self.d_bih = lngru_sum(self.d_bih, d_b)
+        self.d_gih = kernel_sum(self.d_gih, d_g)
+        self.d_bih = kernel_sum(self.d_bih, d_b)
         if need[1]:
-            part = lngru_weight_grad_t(dxw, self.x[r0:r1])
-            self.d_wih_t = lngru_sum(self.d_wih_t, part)
+            part = kernel_weight_grad(dxw, self.x[r0:r1], transposed=True)
+            self.d_wih_t = kernel_sum(self.d_wih_t, part)
         if self.dx is not None:
             self.dx[r0:r1] = kernel_linear(dxw, self.w_ih.t())  # (rows, input)
 

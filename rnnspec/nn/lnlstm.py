@@ -34,6 +34,7 @@ from .kernel import (
     kernel_spans,
     kernel_state_rows,
     kernel_state_rows_grad,
+    kernel_sum,
     kernel_tanh,
     kernel_threads,
     kernel_weight_grad,
@@ -279,9 +280,7 @@ class LNLSTMBackward:
 
     def add(self, k: int, part: Optional[Tensor]) -> None:
         """Adds a span's share to the gradient of input k."""
-        if part is not None:
-            total = self.sums[k]
-            self.sums[k] = part if total is None else total.add_(part)
+        self.sums[k] = kernel_sum(self.sums[k], part)
 
     def span(self, span: List[int]) -> None:
         """The steps t0..t1-1 of `span` after their factors, then their rows'

@@ -30,6 +30,7 @@ from .kernel import (
     kernel_spans,
     kernel_state_rows,
     kernel_state_rows_grad,
+    kernel_sum,
     kernel_tanh,
     kernel_tanh_into,
     kernel_threads,
@@ -171,25 +172,20 @@ def rnn_backward(ctx, d_hs: Tensor, d_hn: Tensor) -> Tuple[Optional[Tensor], ...
                 if dx is not None:
                     dx[r0:r1] = kernel_linear(dz, w_ih.t())  # (rows, input)
                 if need[1]:
-                    rnn_add(sums, 1, kernel_weight_grad(dz, x[r0:r1]))
+                    sums[1] = kernel_sum(sums[1], kernel_weight_grad(dz, x[r0:r1]))
                 if need[2]:
-                    rnn_add(sums, 2, dz.sum(0))
+                    sums[2] = kernel_sum(sums[2], dz.sum(0))
                 if need[3]:  # what the matmul read: m ⊙ h_{t-1}
                     if hms is None:
                         args = (hs, h0, batch_sizes, offsets, reverse, span)
                         h_prev = kernel_prev_range(*args)
                     else:
                         h_prev = hms[r0:r1]
-                    rnn_add(sums, 3, kernel_weight_grad(dz, h_prev))  # (H, H)
+                    part = kernel_weight_grad(dz, h_prev)  # (H, H)
+                    sums[3] = kernel_sum(sums[3], part)
         kernel_state_rows_grad(dh, d_hn, 0, init_grads)
     dh0 = kernel_init_grad(init_grads)
     return dx, sums[1], sums[2], sums[3], dh0, None, None, None, None, None
-
-
-def rnn_add(sums: List[Optional[Tensor]], k: int, part: Tensor) -> None:
-    """Adds a span's share to the gradient of input k."""
-    total = sums[k]
-    sums[k] = part if total is None else total.add_(part)
 
 
 def rnn_kernel_plain(

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rnnspec.cli.train import _leave_worker
 from rnnspec.train import (
     RunLock,
     TrainConfig,
@@ -72,17 +73,7 @@ def _worker(rank: int, world: int, port: int, settings: dict, results: str) -> N
         },
         Path(results) / f"rank{rank}.pt",
     )
-    _leave()
-
-
-def _leave() -> None:
-    """Ends a worker as `rnnspec train` ends a torchrun one (`_leave_worker`):
-    DDP keeps gloo's process group alive past destroy_process_group, and its
-    teardown at interpreter exit sometimes aborts (SIGABRT) once the other rank
-    has gone, after every result is written."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _leave_worker(0)  # as `rnnspec train` ends a torchrun worker: see there
 
 
 def _refused_worker(
@@ -93,7 +84,7 @@ def _refused_worker(
         train(TrainConfig(**settings))
     except TrainError as exc:
         (Path(results) / f"rank{rank}.txt").write_text(str(exc))
-    _leave()
+    _leave_worker(0)  # as `rnnspec train` ends a torchrun worker: see there
 
 
 def _join(context, seconds: float) -> None:
